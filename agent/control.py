@@ -1,0 +1,207 @@
+"""One writer: the state-directory lock and the daemon's control socket.
+
+The daemon holds an exclusive ``flock`` on ``<state_dir>/agent.lock`` for its
+whole life and answers commands on ``<state_dir>/agent.sock`` (newline-
+delimited JSON, one request per connection; a request may stream progress
+events before its final answer). A command such as ``agent status`` first asks
+the daemon; when none answers it takes the same lock and opens the journal
+itself. Two processes therefore never write the journal at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("agent.control")
+
+LOCK_NAME = "agent.lock"
+SOCKET_NAME = "agent.sock"
+MAX_LINE = 1 << 20
+
+Handler = Callable[[dict, Callable[[dict], None]], dict]
+
+
+class LockBusy(Exception):
+    """Another process holds the journal."""
+
+
+class StateLock:
+    """An exclusive flock on the state directory's lock file."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, LOCK_NAME)
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float = 0.0, poll: float = 0.1) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(poll)
+                continue
+            self._fd = fd
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "StateLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _send_line(conn: socket.socket, obj: dict) -> None:
+    conn.sendall(json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n")
+
+
+class ControlServer:
+    """Serves requests on the Unix socket, one short-lived thread per connection."""
+
+    def __init__(self, state_dir: str, handlers: dict[str, Handler]) -> None:
+        self.path = os.path.join(state_dir, SOCKET_NAME)
+        self.handlers = handlers
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        # Only called while holding the state lock, so a socket file left here
+        # belongs to a dead daemon.
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        sock.settimeout(0.5)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.1)
+                continue
+            threading.Thread(target=self._handle, args=(conn,), name="control-conn", daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            try:
+                request = json.loads(_recv_line(conn))
+                if not isinstance(request, dict):
+                    raise ValueError("request must be a JSON object")
+                handler = self.handlers.get(str(request.get("cmd")))
+                if handler is None:
+                    _send_line(conn, {"ok": False, "error": f"unknown command {request.get('cmd')!r}"})
+                    return
+                conn.settimeout(None)
+                answer = handler(request, lambda event: _send_line(conn, {"event": event}))
+                _send_line(conn, {"ok": True, "result": answer})
+            except (OSError, ValueError) as exc:
+                log.debug("control connection ended: %s", exc)
+                try:
+                    _send_line(conn, {"ok": False, "error": str(exc)})
+                except OSError:
+                    pass
+            except Exception as exc:  # never let a request kill the daemon
+                log.exception("control request failed")
+                try:
+                    _send_line(conn, {"ok": False, "error": f"internal error: {exc.__class__.__name__}"})
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            self._sock.close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _recv_line(conn: socket.socket) -> bytes:
+    buf = bytearray()
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            if buf:
+                return bytes(buf)
+            raise ConnectionError("connection closed")
+        buf += chunk
+        nl = buf.find(b"\n")
+        if nl >= 0:
+            return bytes(buf[:nl])
+        if len(buf) > MAX_LINE:
+            raise ValueError("line too long")
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error."""
+
+
+def ask(state_dir: str, request: dict, on_event: Callable[[Any], None] | None = None,
+        timeout: float = 10.0) -> Any:
+    """Send one request to the daemon. Returns its result, or raises
+    :class:`NoDaemon` when no daemon listens, :class:`DaemonError` on an error
+    answer. ``timeout`` bounds each wait for a line (progress keeps it alive)."""
+    path = os.path.join(state_dir, SOCKET_NAME)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NoDaemon(str(exc)) from None
+        _send_line(sock, request)
+        reader = sock.makefile("rb")
+        for line in reader:
+            msg = json.loads(line)
+            if "event" in msg:
+                if on_event is not None:
+                    on_event(msg["event"])
+                continue
+            if msg.get("ok"):
+                return msg.get("result")
+            raise DaemonError(msg.get("error", "unknown error"))
+        raise DaemonError("the daemon closed the connection without an answer")
+    finally:
+        sock.close()
+
+
+class NoDaemon(Exception):
+    """No daemon is listening on the control socket."""

@@ -1,0 +1,329 @@
+"""Delivery of the journal to iFlow: batches, outcomes, back-off.
+
+One :class:`Deliverer` serves both the daemon's background :class:`Uploader`
+and ``agent flush`` (in the daemon, or in the command itself when no daemon
+runs). A batch is the oldest sendable pending records, sized so the request
+URL fits ``iflow.max_url_bytes``; its per-record outcomes are written back to
+the journal in one durable write per segment. A whole-request failure leaves
+every record pending and starts an exponential back-off with jitter that
+honours ``Retry-After``.
+
+Exactly-once in effect: a record leaves ``pending`` only when iFlow's own
+result for it says stored (``delivered``) or already stored (``duplicate``),
+or refuses it (``rejected``). If iFlow stored a batch and the answer was lost,
+the resend comes back as duplicates, which count as delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+from agent.iflow import DeliveryError, IflowClient, Item, Outcome
+from agent.journal import Journal, JournalError, utc_now_iso
+from agent.timekeeping import to_local
+
+log = logging.getLogger("agent.delivery")
+
+SENDABLE = frozenset({"ok", "corrected", "unsynced_sent"})
+MAX_RETRY_AFTER = 3600.0
+
+
+def reason_of(message: str | None, tag: str) -> str:
+    """Group iFlow's messages by reason: drop the card number or id it ends with."""
+    text = (message or "unknown reason").strip()
+    if tag and text.endswith(tag):
+        text = text[: -len(tag)].rstrip(" :")
+    return re.sub(r":\s*\d+$", "", text)
+
+
+@dataclass
+class Summary:
+    """What one drain did (the `agent flush` summary)."""
+
+    delivered: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    rejected_reasons: Counter = field(default_factory=Counter)
+    requests: int = 0
+    still_pending: int = 0
+    held: Counter = field(default_factory=Counter)
+    reachable: bool = True
+    error: str | None = None
+    seconds: float = 0.0
+    total: int = 0  # sendable records at the start
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered, "duplicate": self.duplicate, "rejected": self.rejected,
+            "rejected_reasons": dict(self.rejected_reasons), "requests": self.requests,
+            "still_pending": self.still_pending, "held": dict(self.held),
+            "reachable": self.reachable, "error": self.error,
+            "seconds": round(self.seconds, 3), "total": self.total,
+        }
+
+
+class Deliverer:
+    def __init__(self, journal: Journal, client: IflowClient, clock, tz: ZoneInfo, *,
+                 policy: str = "hold", batch_max: int = 500,
+                 backoff_initial: float = 2.0, backoff_max: float = 300.0,
+                 rng: Callable[[], float] = random.random,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.journal = journal
+        self.client = client
+        self.clock = clock
+        self.tz = tz
+        self.policy = policy
+        self.batch_max = batch_max
+        self.batch_limit = batch_max  # halved on 414/431
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.rng = rng
+        self.monotonic = monotonic
+        self.lock = threading.Lock()  # one request at a time
+        self.failures = 0
+        self.backoff_until = 0.0
+        self.last_backoff = 0.0
+        self.longest_backoff = 0.0
+        self.last_success: str | None = None
+        self.last_error: str | None = None
+        self.auth_refused = False
+        self.held: Counter = Counter()
+
+    # ----------------------------------------------------------- selection
+
+    def _candidates(self, release_unsynced: bool = False, limit: int | None = None,
+                    count_all: bool = False) -> tuple[list[tuple[dict, Item, Any]], Counter]:
+        """The oldest sendable pending records (up to ``limit``) and the held
+        counts (complete only with ``count_all``; otherwise the scan stops at a
+        full batch, so a pass costs a batch, not the whole backlog)."""
+        limit = limit or self.batch_limit
+        out: list[tuple[dict, Item, Any]] = []
+        held: Counter = Counter()
+        for rec in self.journal.records(("pending",)):
+            if release_unsynced and not rec.get("released"):
+                probe = dict(rec, released=True)
+            else:
+                probe = rec
+            eff = self.clock.effective(probe, policy=self.policy)
+            if eff.status not in SENDABLE or eff.when is None:
+                held[eff.status] += 1
+                continue
+            if len(out) < limit:
+                date, tm = to_local(eff.when, self.tz)
+                out.append((rec, Item(key=rec["id"], tag=str(rec["tag"]), date=date, time=tm), eff))
+            elif not count_all:
+                break
+        out.sort(key=lambda c: c[2].when)  # oldest first within the batch
+        return out, held
+
+    def plan(self, release_unsynced: bool = False) -> tuple[list[Item], Counter]:
+        """Everything that would be sent now (for --dry-run), and what is held."""
+        cands, held = self._candidates(release_unsynced, limit=10**9, count_all=True)
+        return [c[1] for c in cands], held
+
+    # ------------------------------------------------------------- sending
+
+    def in_backoff(self) -> float:
+        """Seconds left in the current back-off (0 when none)."""
+        return max(0.0, self.backoff_until - self.monotonic())
+
+    def _fail(self, exc: DeliveryError) -> None:
+        self.failures += 1
+        delay = min(self.backoff_max, self.backoff_initial * (2 ** (self.failures - 1)))
+        delay *= 0.5 + 0.5 * self.rng()  # jitter: spread a fleet's retries
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, MAX_RETRY_AFTER))
+        self.last_backoff = delay
+        self.longest_backoff = max(self.longest_backoff, delay)
+        self.backoff_until = self.monotonic() + delay
+        self.last_error = str(exc)
+        self.auth_refused = exc.kind == "auth"
+        log.warning("delivery failed (%s); retrying in %.1f s", exc, delay)
+
+    def send_batch(self, summary: Summary, release_unsynced: bool = False) -> bool:
+        """Send one batch. True when a batch was sent and answered; False when
+        nothing is sendable. Raises DeliveryError on a whole-request failure."""
+        cands, _ = self._candidates(release_unsynced)
+        if not cands:
+            return False
+        items = [c[1] for c in cands]
+        n = self.client.fit(items)
+        if n == 0:
+            # One record alone does not fit in a URL: iFlow can never take it.
+            rec = cands[0][0]
+            self._write(summary, [(rec, Outcome(rec["id"], "rejected",
+                                                "record too long for iflow.max_url_bytes"), cands[0])])
+            return True
+        batch = cands[:n]
+        while True:
+            try:
+                outcomes = self.client.send([c[1] for c in batch])
+                break
+            except DeliveryError as exc:
+                summary.requests += 1
+                if exc.kind == "too_long" and len(batch) > 1:
+                    self.batch_limit = max(1, len(batch) // 2)
+                    log.info("iFlow refused a %d-record request as too long; batches now %d",
+                             len(batch), self.batch_limit)
+                    batch = batch[: self.batch_limit]
+                    continue
+                raise
+        summary.requests += 1
+        by_key = {o.key: o for o in outcomes}
+        self._write(summary, [(c[0], by_key.get(c[0]["id"]) or Outcome(c[0]["id"], "pending", None), c)
+                              for c in batch])
+        self.failures = 0
+        self.backoff_until = 0.0
+        self.auth_refused = False
+        self.last_error = None
+        self.last_success = utc_now_iso()
+        return True
+
+    def _write(self, summary: Summary, results: list[tuple[dict, Outcome, Any]]) -> None:
+        now = utc_now_iso()
+        changes = []
+        for rec, outcome, (_, item, eff) in results:
+            fields: dict[str, Any] = {"attempts": int(rec.get("attempts", 0)) + 1, "error": None}
+            if outcome.state == "pending":
+                fields["error"] = "iFlow returned no result for this record"
+            else:
+                fields.update(state=outcome.state, message=outcome.message, done_at=now,
+                              sent_date=item.date, sent_time=item.time)
+                if eff.status == "corrected":
+                    fields["corrected_at"] = eff.when.isoformat(timespec="microseconds")
+                if eff.status == "unsynced_sent":
+                    fields["unsynced_sent"] = True
+            changes.append((rec, fields))
+            if outcome.state == "delivered":
+                summary.delivered += 1
+            elif outcome.state == "duplicate":
+                summary.duplicate += 1
+            elif outcome.state == "rejected":
+                summary.rejected += 1
+                summary.rejected_reasons[reason_of(outcome.message, str(rec.get("tag", "")))] += 1
+        try:
+            self.journal.update(changes)
+        except JournalError as exc:
+            # iFlow has them; the resend will come back as duplicates.
+            log.error("could not record delivery outcomes (%s); they will be resent", exc)
+            raise DeliveryError("journal", f"journal write failed: {exc}") from None
+
+    def count(self, release_unsynced: bool = False) -> tuple[int, Counter]:
+        """Sendable pending records now, and the held ones by status (a full pass)."""
+        sendable = 0
+        held: Counter = Counter()
+        for rec in self.journal.records(("pending",)):
+            if release_unsynced:
+                rec["released"] = True
+            eff = self.clock.effective(rec, policy=self.policy)
+            if eff.status in SENDABLE and eff.when is not None:
+                sendable += 1
+            else:
+                held[eff.status] += 1
+        self.held = held
+        return sendable, held
+
+    def drain(self, progress: Callable[[dict], None] | None = None,
+              stop: threading.Event | None = None, *, release_unsynced: bool = False,
+              count: bool = True) -> Summary:
+        """Send batches until nothing sendable is pending or a request fails.
+
+        With ``count`` (flush) the sendable total and held counts are taken
+        first, for progress and the summary; the background uploader skips it.
+        """
+        t0 = time.monotonic()
+        summary = Summary()
+        with self.lock:
+            if count:
+                summary.total, summary.held = self.count(release_unsynced)
+            try:
+                while not (stop is not None and stop.is_set()):
+                    if not self.send_batch(summary, release_unsynced):
+                        break
+                    if progress is not None:
+                        progress(self._progress(summary, t0))
+            except DeliveryError as exc:
+                summary.reachable = exc.kind not in ("network", "timeout", "auth")
+                summary.error = str(exc)
+                self._fail(exc)
+        summary.seconds = time.monotonic() - t0
+        if count:
+            summary.still_pending, summary.held = self.count(release_unsynced)
+        return summary
+
+    @staticmethod
+    def _progress(summary: Summary, t0: float) -> dict:
+        done = summary.delivered + summary.duplicate + summary.rejected
+        return {"done": done, "total": summary.total, "delivered": summary.delivered,
+                "duplicate": summary.duplicate, "rejected": summary.rejected,
+                "seconds": round(time.monotonic() - t0, 3)}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "last_delivery": self.last_success,
+            "last_error": self.last_error,
+            "backoff_seconds": round(self.in_backoff(), 1),
+            "auth_refused": self.auth_refused,
+            "held": dict(self.held),
+        }
+
+
+class Uploader:
+    """The daemon's background sender: soon after a scan, backing off when iFlow is away."""
+
+    def __init__(self, deliverer: Deliverer, *, send_delay: float = 0.5, idle_poll: float = 30.0) -> None:
+        self.deliverer = deliverer
+        self.send_delay = send_delay
+        self.idle_poll = idle_poll
+        self._wake = threading.Event()
+        self._idle = 0.0
+        self.last_alive = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        self._wake.set()  # a pass at start: drain what an earlier run left
+        while not self._stop.is_set():
+            self.last_alive = time.monotonic()
+            backoff = self.deliverer.in_backoff()
+            if backoff > 0:
+                # Scans during a back-off wait for it; a flush does not.
+                self._stop.wait(min(backoff, 1.0))
+                continue
+            if not self._wake.wait(timeout=1.0):
+                self._idle += 1.0  # also pass every idle_poll s: a clock sync may free held scans
+                if self._idle < self.idle_poll:
+                    continue
+            self._idle = 0.0
+            self._wake.clear()
+            if self.send_delay:
+                self._stop.wait(self.send_delay)  # gather a burst of scans into one request
+            try:
+                self.deliverer.drain(stop=self._stop, count=False)
+            except Exception:
+                log.exception("uploader pass failed")
+                self._stop.wait(5.0)

@@ -1,0 +1,389 @@
+"""The scan journal: every scan, durably, before anything else happens.
+
+Layout: ``<state_dir>/journal/seg-NNNNNNNN.json``, each a TinyDB file (through
+:class:`agent.storage.AtomicJSONStorage`) holding at most ``segment_size``
+scans in its table ``scans``. An insert rewrites only the newest segment, so
+its cost does not grow with the backlog, and no process ever holds more than
+a couple of segments in memory: the rest is summarised per segment
+(:class:`SegmentInfo`).
+
+A record (one per scan)::
+
+    id           unique id (hex uuid4)
+    tag          the card number as sent to iFlow (after reader.tag_format)
+    raw          the tag as read
+    reader       the reader's name ("crosschex" for reconciled punches)
+    source       "reader" | "crosschex"
+    captured_at  UTC wall clock at capture, ISO 8601 with microseconds
+    boot_id      kernel boot id at capture
+    mono_ns      CLOCK_BOOTTIME at capture, ns (for correcting the wall clock)
+    synced       whether the wall clock was trustworthy at capture
+    state        "pending" | "delivered" | "duplicate" | "rejected"
+    attempts     delivery attempts so far
+    error        the last delivery error (whole-request failure), or null
+    message      iFlow's message for this record (duplicate/rejected), or null
+    done_at      UTC time the record reached a final state, or null
+    sent_date / sent_time   the local date and time iFlow received
+
+Delivered, duplicate and rejected records stay as history; a segment whose
+records are all final and untouched for ``retention_days`` is deleted.
+
+Concurrency: one process writes (the daemon, or a command holding the journal
+lock when no daemon runs). Inside it, a lock per segment serialises writers to
+that segment and a short meta lock guards the segment list, so the door's
+insert never waits for the uploader's work on older segments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+from tinydb import TinyDB
+
+from agent.fsio import FS, REAL_FS, TMP_SUFFIX
+from agent.storage import AtomicJSONStorage, CorruptFile
+
+log = logging.getLogger("agent.journal")
+
+STATES = ("pending", "delivered", "duplicate", "rejected")
+FINAL_STATES = frozenset({"delivered", "duplicate", "rejected"})
+TABLE = "scans"
+_SEGMENT_RE = re.compile(r"^seg-(\d{8})\.json$")
+# Keys that locate a record inside the journal; returned with records, never stored.
+LOC_KEYS = ("_seg", "_doc")
+
+
+class JournalError(Exception):
+    """A change could not be made durable. Nothing was acknowledged."""
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass
+class SegmentInfo:
+    number: int
+    path: str
+    count: int = 0
+    states: Counter = field(default_factory=Counter)
+    oldest_pending: str | None = None  # smallest captured_at among pending records
+    last_activity: str = ""  # newest captured_at or done_at
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def absorb(self, docs: Iterable[dict]) -> None:
+        """Recompute the summary from the segment's records."""
+        self.count = 0
+        self.states = Counter()
+        self.oldest_pending = None
+        self.last_activity = ""
+        for doc in docs:
+            self._add(doc)
+
+    def _add(self, doc: dict) -> None:
+        self.count += 1
+        state = doc.get("state", "pending")
+        self.states[state] += 1
+        captured = str(doc.get("captured_at", ""))
+        if state == "pending" and (self.oldest_pending is None or captured < self.oldest_pending):
+            self.oldest_pending = captured
+        self.last_activity = max(self.last_activity, captured, str(doc.get("done_at") or ""))
+
+
+class _Segment:
+    """An open segment: a TinyDB instance over the atomic storage."""
+
+    def __init__(self, info: SegmentInfo, fs: FS) -> None:
+        self.info = info
+        self.db = TinyDB(info.path, storage=AtomicJSONStorage, fs=fs)
+        self.table = self.db.table(TABLE, cache_size=0)
+
+    def docs(self) -> list[dict]:
+        """The segment's records in insertion order, with their location keys."""
+        out = []
+        for doc in self.table.all():
+            rec = dict(doc)
+            rec["_seg"] = self.info.number
+            rec["_doc"] = doc.doc_id
+            out.append(rec)
+        out.sort(key=lambda r: r["_doc"])
+        return out
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _strip_loc(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k not in LOC_KEYS}
+
+
+class Journal:
+    """The segmented, crash-safe scan journal. See the module docstring."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        segment_size: int = 256,
+        retention_days: float = 30.0,
+        fs: FS = REAL_FS,
+        open_cache: int = 2,
+    ) -> None:
+        self.directory = directory
+        self.segment_size = segment_size
+        self.retention_days = retention_days
+        self.fs = fs
+        self._meta = threading.RLock()
+        self._segments: dict[int, SegmentInfo] = {}
+        self._open: dict[int, _Segment] = {}  # active + a few recently used
+        self._open_cache = open_cache
+        self.quarantined: list[str] = []
+        self._open_journal()
+
+    # ------------------------------------------------------------------ open
+
+    def _open_journal(self) -> None:
+        self.fs.makedirs(self.directory)
+        names = sorted(self.fs.listdir(self.directory))
+        for name in names:
+            if name.endswith(TMP_SUFFIX):
+                # An interrupted atomic write: the real file is intact.
+                self.fs.unlink(os.path.join(self.directory, name))
+                log.info("removed stray temp file %s", name)
+        for name in names:
+            m = _SEGMENT_RE.match(name)
+            if not m:
+                continue
+            info = SegmentInfo(int(m.group(1)), os.path.join(self.directory, name))
+            try:
+                seg = _Segment(info, self.fs)
+                info.absorb(seg.docs())
+                seg.close()
+            except CorruptFile as exc:
+                self._quarantine(info.path, exc.reason)
+                continue
+            self._segments[info.number] = info
+
+    def _quarantine(self, path: str, reason: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = f"{path}.corrupt-{stamp}"
+        self.fs.move_aside(path, aside)
+        self.quarantined.append(aside)
+        log.error(
+            "JOURNAL SEGMENT UNREADABLE: %s (%s); moved aside to %s for inspection. "
+            "Scans in it are NOT being delivered.",
+            path, reason, aside,
+        )
+
+    # ------------------------------------------------------------- segments
+
+    def _segment(self, number: int) -> _Segment:
+        """Open (or reuse) a segment. Caller holds the meta lock."""
+        seg = self._open.get(number)
+        if seg is not None:
+            self._open[number] = self._open.pop(number)  # most recently used last
+            return seg
+        seg = _Segment(self._segments[number], self.fs)
+        self._open[number] = seg
+        active = self._active_number()
+        while len(self._open) > self._open_cache + 1:
+            victim = next(n for n in self._open if n != active and n != number)
+            self._open.pop(victim).close()
+        return seg
+
+    def _active_number(self) -> int | None:
+        return max(self._segments) if self._segments else None
+
+    def _segment_for_insert(self) -> SegmentInfo:
+        active = self._active_number()
+        if active is not None and self._segments[active].count < self.segment_size:
+            return self._segments[active]
+        number = (active or 0) + 1
+        info = SegmentInfo(number, os.path.join(self.directory, f"seg-{number:08d}.json"))
+        self._segments[number] = info
+        return info
+
+    # --------------------------------------------------------------- writes
+
+    def append(self, fields: dict[str, Any]) -> dict:
+        """Durably record one scan; returns the stored record (with its id).
+
+        Returns only after the segment was fsynced and renamed into place and
+        the directory fsynced: the caller may then acknowledge the scan.
+        Raises :class:`JournalError` if that could not be done.
+        """
+        rec = {
+            "id": uuid.uuid4().hex,
+            "state": "pending",
+            "attempts": 0,
+            "error": None,
+            "message": None,
+            "done_at": None,
+        }
+        rec.update(fields)
+        with self._meta:
+            info = self._segment_for_insert()
+            seg = self._segment(info.number)
+        with info.lock:
+            try:
+                doc_id = seg.table.insert(rec)
+            except OSError as exc:
+                with self._meta:
+                    if info.count == 0:
+                        # Never written: forget the empty segment.
+                        self._segments.pop(info.number, None)
+                        self._open.pop(info.number, None)
+                raise JournalError(f"could not store scan: {exc.strerror or exc}") from exc
+            with self._meta:
+                info._add(rec)
+        out = dict(rec)
+        out["_seg"], out["_doc"] = info.number, doc_id
+        return out
+
+    def update(self, changes: Iterable[tuple[dict, dict[str, Any]]]) -> int:
+        """Apply field changes to records (as returned by this journal).
+
+        ``changes`` is ``(record, fields)`` pairs; records carry their location.
+        Changes to one segment are written in one durable write. Returns the
+        number of records changed. Raises :class:`JournalError`.
+        """
+        by_seg: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
+        for rec, fields in changes:
+            by_seg.setdefault(rec["_seg"], {})[rec["_doc"]] = (rec["id"], fields)
+        changed = 0
+        for number, per_doc in sorted(by_seg.items()):
+            with self._meta:
+                info = self._segments.get(number)
+                if info is None:
+                    continue
+                seg = self._segment(number)
+            per_id = dict(per_doc.values())
+            with info.lock:
+                try:
+                    # One durable write for the whole segment.
+                    seg.table.update(lambda doc: doc.update(per_id[doc["id"]]), doc_ids=list(per_doc))
+                except KeyError:
+                    raise JournalError(f"journal segment {number} changed under the caller") from None
+                except OSError as exc:
+                    raise JournalError(f"could not update journal: {exc.strerror or exc}") from exc
+                with self._meta:
+                    info.absorb(seg.docs())
+                changed += len(per_doc)
+        return changed
+
+    def compact(self, now: float | None = None) -> int:
+        """Delete segments whose records are all final and older than retention."""
+        cutoff_ts = (now if now is not None else time.time()) - self.retention_days * 86400
+        cutoff = datetime.fromtimestamp(cutoff_ts, timezone.utc).isoformat(timespec="microseconds")
+        removed = 0
+        with self._meta:
+            active = self._active_number()
+            for number, info in list(self._segments.items()):
+                if number == active or info.states.get("pending", 0):
+                    continue
+                if info.last_activity and info.last_activity < cutoff:
+                    seg = self._open.pop(number, None)
+                    if seg:
+                        seg.close()
+                    with info.lock:
+                        try:
+                            self.fs.remove_durably(info.path)
+                        except OSError as exc:
+                            log.warning("could not remove old segment %s: %s", info.path, exc)
+                            continue
+                    del self._segments[number]
+                    removed += 1
+        return removed
+
+    # ---------------------------------------------------------------- reads
+
+    def _segment_docs(self, number: int) -> list[dict]:
+        with self._meta:
+            info = self._segments.get(number)
+            if info is None:
+                return []
+            seg = self._segment(number)
+        with info.lock:
+            return seg.docs()
+
+    def records(self, states: Iterable[str] | None = None) -> Iterator[dict]:
+        """Every record (optionally only those in ``states``), oldest first.
+
+        Streams one segment at a time; records carry their location keys.
+        """
+        wanted = set(states) if states is not None else None
+        with self._meta:
+            numbers = sorted(self._segments)
+        for number in numbers:
+            info = self._segments.get(number)
+            if info is None:
+                continue
+            if wanted is not None and not any(info.states.get(s) for s in wanted):
+                continue
+            for rec in self._segment_docs(number):
+                if wanted is None or rec.get("state") in wanted:
+                    yield rec
+
+    def pending(self, limit: int | None = None) -> list[dict]:
+        """Pending records, oldest first (journal order), at most ``limit``."""
+        out: list[dict] = []
+        for rec in self.records(("pending",)):
+            out.append(rec)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def tail(self, n: int) -> list[dict]:
+        """The newest ``n`` records of the newest segment (for debounce seeding)."""
+        active = self._active_number()
+        if active is None:
+            return []
+        return self._segment_docs(active)[-n:]
+
+    def find(self, ids: Iterable[str]) -> list[dict]:
+        wanted = set(ids)
+        found = []
+        for rec in self.records():
+            if rec["id"] in wanted:
+                found.append(rec)
+        return found
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for `agent status`, from the in-memory segment summaries."""
+        with self._meta:
+            states: Counter = Counter()
+            oldest = None
+            for info in self._segments.values():
+                states.update(info.states)
+                if info.oldest_pending and (oldest is None or info.oldest_pending < oldest):
+                    oldest = info.oldest_pending
+            return {
+                "pending": states.get("pending", 0),
+                "delivered": states.get("delivered", 0) + states.get("duplicate", 0),
+                "duplicate": states.get("duplicate", 0),
+                "rejected": states.get("rejected", 0),
+                "total": sum(states.values()),
+                "oldest_pending": oldest,
+                "segments": len(self._segments),
+                "quarantined": list(self.quarantined),
+            }
+
+    def close(self) -> None:
+        with self._meta:
+            for seg in self._open.values():
+                seg.close()
+            self._open.clear()
+
+
+def strip_location(rec: dict) -> dict:
+    """A record without the journal's location keys (for output)."""
+    return _strip_loc(rec)

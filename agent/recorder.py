@@ -1,0 +1,89 @@
+"""The scan path: tag read -> card number -> debounce -> journal (fsynced) -> feedback.
+
+Nothing here touches the network. The feedback "stored" is given only after
+:meth:`agent.journal.Journal.append` returned, i.e. after the fsync: the beep
+means the scan is on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Callable
+
+from agent.debounce import Debouncer
+from agent.journal import Journal, JournalError
+from agent.tagformat import TagFormatError, format_tag
+
+log = logging.getLogger("agent.scan")
+
+
+def tag_for_log(tag: str, mode: str) -> str:
+    """Card numbers identify people: with ``log_tags = "hash"`` logs show a digest."""
+    if mode == "hash":
+        return "#" + hashlib.sha256(tag.encode()).hexdigest()[:12]
+    return tag
+
+
+class Recorder:
+    def __init__(self, journal: Journal, clock, feedback, *,
+                 readers: dict[str, tuple[str, str, float, str]],
+                 log_tags: str = "plain",
+                 on_stored: Callable[[], None] | None = None) -> None:
+        """``readers`` maps a reader name to (tag_format, byte_order,
+        debounce_seconds, kind) where kind is how its raw data reads ("auto",
+        "hex" or "decimal", see :mod:`agent.tagformat`)."""
+        self.journal = journal
+        self.clock = clock
+        self.feedback = feedback
+        self.formats = {name: (fmt, order, kind) for name, (fmt, order, _, kind) in readers.items()}
+        self.debounce = {name: Debouncer(window) for name, (_, _, window, _) in readers.items()}
+        self.log_tags = log_tags
+        self.on_stored = on_stored
+        self.counts = {"stored": 0, "already": 0, "error": 0, "invalid": 0}
+
+    def seed_debounce(self, boot_id: str, n: int = 64) -> None:
+        """Reads recorded just before a restart in this boot still debounce."""
+        try:
+            for rec in self.journal.tail(n):
+                deb = self.debounce.get(rec.get("reader", ""))
+                if deb is not None and rec.get("boot_id") == boot_id and "mono_ns" in rec:
+                    deb.seed(rec["reader"], rec["tag"], int(rec["mono_ns"]))
+        except Exception:  # a seed is a nicety; never block start-up on it
+            log.exception("could not seed debounce from the journal")
+
+    def handle(self, reader: str, raw: str) -> str:
+        """Record one read. Returns "stored", "already", "error" or "invalid"."""
+        fmt, order, kind = self.formats.get(reader, ("raw", "big", "auto"))
+        try:
+            tag = format_tag(raw, fmt, byte_order=order, kind=kind)
+        except TagFormatError as exc:
+            log.warning("reader %s: %r cannot be read as %s: %s", reader,
+                        tag_for_log(raw, self.log_tags), fmt, exc)
+            self.counts["invalid"] += 1
+            self.feedback.event("error", f"reader={reader} invalid")
+            return "invalid"
+        stamp = self.clock.stamp()
+        deb = self.debounce.get(reader)
+        if deb is not None and not deb.check(reader, tag, int(stamp["mono_ns"])):
+            self.counts["already"] += 1
+            self.feedback.event("already", f"tag={tag}")
+            return "already"
+        fields = {"tag": tag, "raw": raw, "reader": reader, "source": "reader"}
+        fields.update(stamp)
+        try:
+            rec = self.journal.append(fields)
+        except JournalError as exc:
+            self.counts["error"] += 1
+            if deb is not None:
+                deb.forget(reader, tag)
+            log.error("SCAN NOT STORED (reader %s, card %s): %s", reader,
+                      tag_for_log(tag, self.log_tags), exc)
+            self.feedback.event("error", f"tag={tag}")
+            return "error"
+        self.counts["stored"] += 1
+        self.feedback.event("stored", f"tag={tag} id={rec['id']}")
+        log.info("stored scan %s from %s (card %s)", rec["id"], reader, tag_for_log(tag, self.log_tags))
+        if self.on_stored is not None:
+            self.on_stored()
+        return "stored"
