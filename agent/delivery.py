@@ -33,6 +33,21 @@ from agent.timekeeping import to_local
 log = logging.getLogger("agent.delivery")
 
 SENDABLE = frozenset({"ok", "corrected", "unsynced_sent"})
+
+
+def _effective(clock, rec: dict, policy: str):
+    """The time to send ``rec`` (see :meth:`agent.timekeeping.Clock.effective`);
+    a record too malformed to place in time is held as "invalid", never sent."""
+    try:
+        return clock.effective(rec, policy=policy)
+    except ValueError as exc:
+        log.error("record %s cannot be placed in time (%s); held", rec.get("id"), exc)
+        return _Invalid
+
+
+class _Invalid:
+    status = "invalid"
+    when = None
 MAX_RETRY_AFTER = 3600.0
 
 
@@ -112,7 +127,7 @@ class Deliverer:
                 probe = dict(rec, released=True)
             else:
                 probe = rec
-            eff = self.clock.effective(probe, policy=self.policy)
+            eff = _effective(self.clock, probe, self.policy)
             if eff.status not in SENDABLE or eff.when is None:
                 held[eff.status] += 1
                 continue
@@ -223,7 +238,7 @@ class Deliverer:
         for rec in self.journal.records(("pending",)):
             if release_unsynced:
                 rec["released"] = True
-            eff = self.clock.effective(rec, policy=self.policy)
+            eff = _effective(self.clock, rec, self.policy)
             if eff.status in SENDABLE and eff.when is not None:
                 sendable += 1
             else:
