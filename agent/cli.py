@@ -266,7 +266,7 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ main
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agent", description="RFID door agent for iFlow: records every "
                                 "scan durably and delivers it when the network allows.")
     p.add_argument("--version", action="version", version=f"agent {__version__}")
@@ -291,16 +291,42 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retry", nargs="+", metavar="ID", help="return these records to pending")
     r.add_argument("--all", action="store_true", help="return every rejected record to pending")
     r.add_argument("--json", action="store_true")
+
+    # Commands whose work lives in their own modules: only the one being run is
+    # imported, so `agent run` and `agent status` do not pay for the others.
+    words = set(sys.argv[1:] if argv is None else argv)
+    for name, module, text in EXTERNAL:
+        sp = sub.add_parser(name, help=text)
+        if name in words:
+            _module(module).add_arguments(sp)
     return p
+
+
+EXTERNAL = (
+    ("probe", "agent.probe", "read cards from the configured reader and show every number format"),
+    ("doctor", "agent.doctor", "check config, token, storage, reader, GPIO, clock, iFlow, daemon"),
+    ("reconcile", "agent.reconciler", "compare CrossChex Cloud records with the journal; --push fills gaps"),
+)
+
+
+def _module(name: str):
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def _external(module: str) -> Callable[[Config, argparse.Namespace], int]:
+    return lambda cfg, args: _module(module).main(cfg, args)
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "run": cmd_run, "status": cmd_status, "flush": cmd_flush, "rejected": cmd_rejected,
+    **{name: _external(module) for name, module, _ in EXTERNAL},
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help(sys.stderr)

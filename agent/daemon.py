@@ -179,6 +179,16 @@ class Daemon:
             self.uploader.wake()
         return result
 
+    def handle_scans(self, request: dict, send) -> list:
+        """Local scans in a time window (for `agent reconcile`)."""
+        from datetime import datetime
+
+        from agent.reconciler import scans_in_window
+
+        assert self.journal is not None
+        return scans_in_window(self.journal, self.clock, datetime.fromisoformat(request["from"]),
+                               datetime.fromisoformat(request["to"]))
+
     # ---------------------------------------------------------------- run
 
     def _on_signal(self, signum, frame) -> None:
@@ -249,6 +259,7 @@ class Daemon:
         control = ControlServer(cfg.state_dir, {
             "status": self.handle_status, "flush": self.handle_flush,
             "rejected": self.handle_rejected, "insert": self.handle_insert,
+            "scans": self.handle_scans,
         })
         control.start()
 
@@ -262,6 +273,26 @@ class Daemon:
         if self.uploader is not None:
             self.uploader.start()
 
+        scheduler = None
+        if cfg.crosschex is not None and cfg.crosschex.reconcile_every:
+            from datetime import datetime
+
+            from agent import rejected
+            from agent.reconcile import LocalScan
+            from agent.reconciler import Scheduler, scans_in_window
+
+            def local_scans(begin, end):
+                return [LocalScan(s["id"], s["tag"], datetime.fromisoformat(s["when"]))
+                        for s in scans_in_window(self.journal, self.clock, begin, end)]
+
+            def insert(records):
+                result = rejected.insert_external(self.journal, records)
+                if self.uploader is not None and result.get("added"):
+                    self.uploader.wake()
+                return result
+
+            scheduler = Scheduler(cfg, insert, local_scans)
+
         watchdog = Watchdog(notifier, [self._health])
         last_compact = 0.0
         try:
@@ -272,6 +303,8 @@ class Daemon:
                     if event == "synced" and self.uploader is not None:
                         self.uploader.wake()
                 self._update_conditions()
+                if scheduler is not None:
+                    scheduler.tick()
                 if time.monotonic() - last_compact > 3600:
                     last_compact = time.monotonic()
                     removed = self.journal.compact()

@@ -1,0 +1,56 @@
+# Sourced by scripts/test, scripts/demo, scripts/bench: a virtual environment in
+# .venv with the package installed (editable) and the requested extras, on a
+# fresh Debian/Ubuntu machine with Python 3.11+. Installs the few Debian
+# packages it needs when run as root (or with sudo available).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${AGENT_VENV:-$ROOT/.venv}"
+
+_apt_install() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    if [ -n "$sudo" ] && ! command -v sudo >/dev/null; then
+        echo "missing Debian packages: $* (run as root or install them)" >&2
+        return 1
+    fi
+    $sudo apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+_pick_python() {
+    for py in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$py" ] || continue
+        if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$py"
+            return 0
+        fi
+    done
+    echo "agent needs Python 3.11 or newer (apt-get install python3)" >&2
+    return 1
+}
+
+ensure_venv() {  # ensure_venv "extras" (e.g. "test")
+    local extras="${1:-}"
+    local py
+    py="$(_pick_python)"
+    # evdev builds from source: it needs a C compiler and the kernel headers.
+    if ! command -v gcc >/dev/null || [ ! -e /usr/include/linux/input.h ]; then
+        _apt_install gcc linux-libc-dev || true
+    fi
+    if ! "$py" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+        _apt_install python3-dev || true
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$py" -m venv "$VENV" 2>/dev/null || { _apt_install python3-venv && "$py" -m venv "$VENV"; }
+    fi
+    local stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | cksum | cut -d' ' -f1)-${extras}"
+    if [ ! -e "$stamp" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+        if [ -n "$extras" ]; then
+            "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
+        else
+            "$VENV/bin/python" -m pip install -q -e "$ROOT"
+        fi
+        touch "$stamp"
+    fi
+}
