@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -161,7 +162,7 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     if st.get("last_error"):
         lines.append(f"  last error     {st['last_error']}")
     if st.get("backoff_seconds"):
-        lines.append(f"  next retry in  {st['backoff_seconds']:.0f} s")
+        lines.append(f"  next retry in  {math.ceil(st['backoff_seconds'])} s")
     if st.get("auth_refused"):
         lines.append("  iFlow REFUSED THE ACCESS TOKEN: check iflow.access_token and the device in iFlow")
     for r in st.get("readers", []):

@@ -45,11 +45,14 @@ ensure_venv() {  # ensure_venv "extras" (e.g. "test")
     fi
     local stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | cksum | cut -d' ' -f1)-${extras}"
     if [ ! -e "$stamp" ]; then
-        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-        if [ -n "$extras" ]; then
-            "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
-        else
-            "$VENV/bin/python" -m pip install -q -e "$ROOT"
+        echo "setting up $VENV (log: $VENV/install.log)" >&2
+        "$VENV/bin/python" -m pip install -q --upgrade pip >"$VENV/install.log" 2>&1 || true
+        local target="$ROOT"
+        [ -z "$extras" ] || target="$ROOT[$extras]"
+        if ! "$VENV/bin/python" -m pip install -q -e "$target" >>"$VENV/install.log" 2>&1; then
+            tail -n 30 "$VENV/install.log" >&2
+            echo "installing the agent into $VENV failed (full log: $VENV/install.log)" >&2
+            return 1
         fi
         touch "$stamp"
     fi
