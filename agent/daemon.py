@@ -126,6 +126,9 @@ class Daemon:
         self.reader_threads: list[threading.Thread] = []
         self.recorder = None
         self.clock = None
+        self.reader_stall_s = READER_STALL_S
+        self.uploader_stall_s = UPLOADER_STALL_S
+        self.ready = threading.Event()  # set once scans can be stored
 
     # ------------------------------------------------------------ requests
 
@@ -200,12 +203,13 @@ class Daemon:
         for r, t in zip(self.readers, self.reader_threads):
             if not t.is_alive():
                 return f"reader thread {r.name} died"
-            if now - r.last_alive > READER_STALL_S:
+            if now - r.last_alive > self.reader_stall_s:
                 return f"reader {r.name} has not looped for {now - r.last_alive:.0f} s"
         if self.uploader is not None:
             if not self.uploader.alive():
                 return "uploader thread died"
-            if now - self.uploader.last_alive > UPLOADER_STALL_S + (self.cfg.iflow.read_timeout if self.cfg.iflow else 0):
+            limit = self.uploader_stall_s + 3 * (self.cfg.iflow.read_timeout if self.cfg.iflow else 0)
+            if now - self.uploader.last_alive > limit:
                 return "uploader is stuck"
         return True
 
@@ -217,8 +221,9 @@ class Daemon:
         cfg = self.cfg
         ensure_state_dir(cfg.state_dir)
         check_file_modes(cfg)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
 
         lock = StateLock(cfg.state_dir)
         if not lock.acquire(timeout=0):
@@ -262,6 +267,7 @@ class Daemon:
             "scans": self.handle_scans,
         })
         control.start()
+        self.ready.set()
 
         self.readers = self._readers_override or [make_reader(rc) for rc in cfg.readers]
         for reader in self.readers:
@@ -291,7 +297,7 @@ class Daemon:
                     self.uploader.wake()
                 return result
 
-            scheduler = Scheduler(cfg, insert, local_scans)
+            scheduler = Scheduler(cfg, insert, local_scans, synced=lambda: self.clock.synced)
 
         watchdog = Watchdog(notifier, [self._health])
         last_compact = 0.0
@@ -315,6 +321,8 @@ class Daemon:
             log.info("stopping: readers first, then the uploader")
             for t in self.reader_threads:
                 t.join(timeout=5)
+            if scheduler is not None:
+                scheduler.stop()
             if self.uploader is not None:
                 self.uploader.stop()
             control.stop()

@@ -248,27 +248,36 @@ class Deliverer:
 
     def drain(self, progress: Callable[[dict], None] | None = None,
               stop: threading.Event | None = None, *, release_unsynced: bool = False,
-              count: bool = True) -> Summary:
+              count: bool = True, wait: float | None = None) -> Summary | None:
         """Send batches until nothing sendable is pending or a request fails.
 
         With ``count`` (flush) the sendable total and held counts are taken
         first, for progress and the summary; the background uploader skips it.
+        With ``wait``, give up (return None) if another drain holds the lock
+        that long: the uploader must keep looping for the watchdog.
         """
+        if not self.lock.acquire(timeout=-1 if wait is None else wait):
+            return None
+        try:
+            return self._drain(progress, stop, release_unsynced, count)
+        finally:
+            self.lock.release()
+
+    def _drain(self, progress, stop, release_unsynced: bool, count: bool) -> Summary:
         t0 = time.monotonic()
         summary = Summary()
-        with self.lock:
-            if count:
-                summary.total, summary.held = self.count(release_unsynced)
-            try:
-                while not (stop is not None and stop.is_set()):
-                    if not self.send_batch(summary, release_unsynced):
-                        break
-                    if progress is not None:
-                        progress(self._progress(summary, t0))
-            except DeliveryError as exc:
-                summary.reachable = exc.kind not in ("network", "timeout", "auth")
-                summary.error = str(exc)
-                self._fail(exc)
+        if count:
+            summary.total, summary.held = self.count(release_unsynced)
+        try:
+            while not (stop is not None and stop.is_set()):
+                if not self.send_batch(summary, release_unsynced):
+                    break
+                if progress is not None:
+                    progress(self._progress(summary, t0))
+        except DeliveryError as exc:
+            summary.reachable = exc.kind not in ("network", "timeout", "auth")
+            summary.error = str(exc)
+            self._fail(exc)
         summary.seconds = time.monotonic() - t0
         if count:
             summary.still_pending, summary.held = self.count(release_unsynced)
@@ -307,6 +316,9 @@ class Uploader:
     def wake(self) -> None:
         self._wake.set()
 
+    def _beat(self) -> None:
+        self.last_alive = time.monotonic()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
         self._thread.start()
@@ -338,7 +350,10 @@ class Uploader:
             if self.send_delay:
                 self._stop.wait(self.send_delay)  # gather a burst of scans into one request
             try:
-                self.deliverer.drain(stop=self._stop, count=False)
+                done = self.deliverer.drain(stop=self._stop, count=False, wait=1.0,
+                                            progress=lambda _event: self._beat())
+                if done is None:  # a flush is running; try again after it
+                    self._wake.set()
             except Exception:
                 log.exception("uploader pass failed")
                 self._stop.wait(5.0)

@@ -1,0 +1,184 @@
+"""The daemon as a service: sd_notify READY/WATCHDOG, scan-to-feedback latency on mock pins,
+GPIO absent, and a reader port that vanishes and returns."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import threading
+import time
+
+import pytest
+
+from agent.config import from_dict
+from agent.daemon import Daemon
+from agent.sdnotify import Notifier
+from tests.support.harness import Daemon as DaemonProcess
+from tests.support.harness import Pty, run_cli, wait_ready, write_config
+
+
+class HangableReader:
+    """A reader whose loop can be made to hang (it stops refreshing last_alive)."""
+
+    def __init__(self, name="door"):
+        self.name = name
+        self.connected = True
+        self.error = None
+        self.last_alive = time.monotonic()
+        self.hang = threading.Event()
+
+    def run(self, stop, emit):
+        while not stop.is_set():
+            if self.hang.is_set():
+                stop.wait(0.1)  # stuck: never refreshes last_alive
+                continue
+            self.last_alive = time.monotonic()
+            stop.wait(0.1)
+
+
+def notify_socket(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    return path, sock
+
+
+def messages(sock, seconds):
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            out.append(sock.recv(4096).decode())
+        except socket.timeout:
+            pass
+    return out
+
+
+def test_ready_after_journal_then_watchdog_only_while_healthy(tmp_path, monkeypatch):
+    path, sock = notify_socket(tmp_path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
+    cfg = from_dict({"timezone": "UTC", "state_dir": str(tmp_path / "state")})
+    reader = HangableReader()
+    d = Daemon(cfg, feedback=None, notifier=Notifier(), readers=[reader])
+    d.feedback = __import__("agent.feedback", fromlist=["Feedback"]).Feedback()
+    d.reader_stall_s = 1.0
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    try:
+        first = messages(sock, 1.5)
+        assert first and first[0].startswith("READY=1"), first
+        assert os.path.exists(tmp_path / "state" / "journal")  # READY only once the journal is open
+        assert sum("WATCHDOG=1" in m for m in first) >= 3
+        reader.hang.set()
+        messages(sock, 1.5)  # the stall threshold passes
+        later = messages(sock, 1.5)
+        assert not any("WATCHDOG=1" in m for m in later), later
+        reader.hang.clear()
+        assert any("WATCHDOG=1" in m for m in messages(sock, 1.5))  # healthy again: pings resume
+    finally:
+        d.stop_event.set()
+        t.join(10)
+        sock.close()
+    assert not t.is_alive()
+
+
+def test_scan_to_feedback_latency_through_the_serial_path(tmp_path):
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    from agent.feedback import GpioFeedback
+
+    factory = MockFactory(pin_class=MockPWMPin)
+    fb = GpioFeedback(green=17, red=27, buzzer=22, pin_factory=factory, time_scale=0.002)
+    pty = Pty()
+    cfg = from_dict({"timezone": "UTC", "state_dir": str(tmp_path / "state"),
+                     "reader": {"port": pty.port, "debounce_seconds": 0}})
+    d = Daemon(cfg, feedback=fb, notifier=Notifier(None))
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    green = factory.pin(17)
+    latencies = []
+    try:
+        assert d.ready.wait(10)
+        deadline = time.monotonic() + 10
+        while not (d.readers and all(r.connected for r in d.readers)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for i in range(150):
+            green.clear_states()
+            sent = time.monotonic()
+            pty.send(f"LAT{i:05d}\r\n".encode())  # the tag's last byte leaves now
+            # MockPin timestamps are deltas, so observe the pin going high (0.2 ms polling)
+            while not any(s.state for s in green.states) and time.monotonic() - sent < 2:
+                time.sleep(0.0002)
+            latencies.append(time.monotonic() - sent)
+            assert any(s.state for s in green.states), f"scan {i}: no feedback"
+            time.sleep(0.01)  # let the (scaled) pattern end
+    finally:
+        d.stop_event.set()
+        t.join(10)
+        pty.close()
+        Device.pin_factory = None
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    print(f"scan-to-feedback latency over {len(latencies)} scans (fsync included): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    assert p99 < 50, latencies[-5:]
+
+
+def test_gpio_backend_without_gpio_is_a_one_line_error(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", state_dir=tmp_path / "state")
+    cfg.write_text(cfg.read_text().replace('backend = "console"', 'backend = "gpio"\ngreen_pin = 17'))
+    env = {"GPIOZERO_PIN_FACTORY": ""}
+    r = run_cli(cfg, "run", env=env, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "feedback.backend" in r.stderr and "GPIO" in r.stderr
+    cfg.write_text(cfg.read_text().replace('backend = "gpio"', 'backend = "gpio"\nfallback = "console"'))
+    d = DaemonProcess(cfg, env=env)
+    try:
+        wait_ready(cfg)
+    finally:
+        assert d.terminate() == 0
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_reader_unplugged_and_back_without_restart_at_near_zero_cpu(tmp_path):
+    link = tmp_path / "rfid0"
+    pty = Pty()
+    os.symlink(pty.port, link)
+    cfg = write_config(tmp_path / "c.toml", state_dir=tmp_path / "state", port=str(link))
+    d = DaemonProcess(cfg)
+    pty2 = None
+    try:
+        wait_ready(cfg)
+        pty.send(b"BEFORE\r\n")
+        assert d.wait_for(lambda ls: "stored tag=BEFORE" in " ".join(ls))
+        os.unlink(link)
+        pty.close()  # the USB adapter is pulled
+        time.sleep(1.0)
+        c0, t0 = cpu_seconds(d.proc.pid), time.monotonic()
+        time.sleep(3.0)
+        cpu = (cpu_seconds(d.proc.pid) - c0) / (time.monotonic() - t0)
+        assert cpu < 0.05, f"daemon used {cpu:.1%} CPU while the port was gone"
+        assert d.wait_for(lambda ls: "reader_missing on" in ls, timeout=5)
+        pty2 = Pty()  # plugged back in
+        os.symlink(pty2.port, link)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "stored tag=AFTER" not in " ".join(d.lines):
+            pty2.send(b"AFTER\r\n")
+            time.sleep(0.5)
+        assert "stored tag=AFTER" in " ".join(d.lines)
+        assert d.proc.poll() is None  # never restarted
+        print(f"daemon CPU while the reader was unplugged: {cpu:.2%}")
+    finally:
+        d.terminate()
+        pty.close()
+        if pty2:
+            pty2.close()
