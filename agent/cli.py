@@ -125,6 +125,7 @@ def _local_status(cfg: Config):
         if deliverer is not None:
             _, held = deliverer.count()
             out["held"] = dict(held)
+            out["held_detail"] = deliverer.held_detail
             deliverer.client.close()
         else:
             out["held"] = {}
@@ -155,8 +156,15 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
     lines.append(f"  delivered    {st['delivered']:>7}   ({st.get('duplicate', 0)} already in iFlow)")
     lines.append(f"  rejected     {st['rejected']:>7}" + ("   see: agent rejected" if st["rejected"] else ""))
     if held:
-        lines.append(f"  held         {held:>7}   clock not trusted at capture: {st.get('held')}; "
-                     "check, then: agent flush --release-unsynced")
+        hd = st.get("held_detail") or {}
+        lines.append(f"  held         {held:>7}   clock not trusted at capture: {st.get('held')}")
+        if hd.get("oldest"):
+            lines.append(f"               stamped {_local_time(hd['oldest'], cfg)} .. {_local_time(hd.get('newest'), cfg)}"
+                         " by a clock that never synchronised")
+        if hd.get("bound_from"):
+            lines.append(f"               true time between {_local_time(hd['bound_from'], cfg)} and "
+                         f"{_local_time(hd.get('bound_to'), cfg)}")
+        lines.append("               check them, then: agent flush --release-unsynced")
     if st.get("last_delivery") is not None or st.get("daemon"):
         lines.append(f"  last delivery  {_local_time(st.get('last_delivery'), cfg)}{_age(st.get('last_delivery'))}")
     if st.get("last_error"):

@@ -111,6 +111,7 @@ class Deliverer:
         self.last_error: str | None = None
         self.auth_refused = False
         self.held: Counter = Counter()
+        self.held_detail: dict[str, Any] = {}  # oldest/newest stamp and true-time bound of held scans
 
     # ----------------------------------------------------------- selection
 
@@ -235,15 +236,27 @@ class Deliverer:
         """Sendable pending records now, and the held ones by status (a full pass)."""
         sendable = 0
         held: Counter = Counter()
+        detail: dict[str, Any] = {}
         for rec in self.journal.records(("pending",)):
             if release_unsynced:
                 rec["released"] = True
             eff = _effective(self.clock, rec, self.policy)
             if eff.status in SENDABLE and eff.when is not None:
                 sendable += 1
-            else:
-                held[eff.status] += 1
+                continue
+            held[eff.status] += 1
+            if eff.status == "wait":
+                continue  # this boot, not yet synchronised: corrected when it is
+            captured = str(rec.get("captured_at", ""))
+            detail["oldest"] = min(detail.get("oldest", captured), captured)
+            detail["newest"] = max(detail.get("newest", captured), captured)
+            bound = getattr(eff, "bound", None)
+            if bound:
+                lo, hi = (b.isoformat(timespec="seconds") for b in bound)
+                detail["bound_from"] = min(detail.get("bound_from", lo), lo)
+                detail["bound_to"] = max(detail.get("bound_to", hi), hi)
         self.held = held
+        self.held_detail = detail
         return sendable, held
 
     def drain(self, progress: Callable[[dict], None] | None = None,
@@ -297,6 +310,7 @@ class Deliverer:
             "backoff_seconds": round(self.in_backoff(), 1),
             "auth_refused": self.auth_refused,
             "held": dict(self.held),
+            "held_detail": dict(self.held_detail),
         }
 
 
@@ -309,6 +323,8 @@ class Uploader:
         self.idle_poll = idle_poll
         self._wake = threading.Event()
         self._idle = 0.0
+        self._counted = float("-inf")
+        self.count_every = 60.0
         self.last_alive = time.monotonic()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -354,6 +370,12 @@ class Uploader:
                                             progress=lambda _event: self._beat())
                 if done is None:  # a flush is running; try again after it
                     self._wake.set()
+                elif done.error is None and time.monotonic() - self._counted > self.count_every:
+                    # Drained: what is left pending is held. Count it for `agent status`
+                    # (a pass over held records only, at most once a minute).
+                    self._counted = time.monotonic()
+                    with self.deliverer.lock:
+                        self.deliverer.count()
             except Exception:
                 log.exception("uploader pass failed")
                 self._stop.wait(5.0)

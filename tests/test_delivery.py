@@ -359,3 +359,31 @@ def test_token_never_in_logs_at_debug(tmp_path, caplog):
         text = caplog.text + " ".join(str(r.exc_info) for r in caplog.records) + str(d.last_error)
     assert TOKEN not in text
     assert "store_attendances" in caplog.text  # the URLs were logged, redacted
+
+
+def test_held_scans_visible_in_status_and_released_by_flush(tmp_path):
+    """A boot that never synchronised (power lost again before the network came back)."""
+    boot = tmp_path / "boot_id"
+    boot.write_text("new-boot\n")
+    with IflowStandin(token=TOKEN) as standin:
+        cfg = write_config(tmp_path / "c.toml", state_dir=tmp_path / "state", iflow={
+            "url": standin.url, "access_token": TOKEN}, extra={"time": {
+                "boot_id_path": str(boot), "timesyncd_flag": str(tmp_path / "none"), "unsynced": "hold"}})
+        os.makedirs(tmp_path / "state", mode=0o700)
+        j = Journal(str(tmp_path / "state" / "journal"))
+        for i in range(3):
+            j.append({"tag": f"H{i}", "raw": f"H{i}", "reader": "door", "source": "reader",
+                      "captured_at": f"2026-11-20T06:00:0{i}.000000+00:00", "boot_id": "old-boot",
+                      "mono_ns": (30 + i) * 10**9, "synced": False})
+        j.close()
+        st = json.loads(run_cli(cfg, "status", "--json").stdout)
+        assert st["pending"] == 3 and st["held"] == {"held_unsynced": 3}
+        assert st["held_detail"]["oldest"].startswith("2026-11-20T06:00:00")
+        text = run_cli(cfg, "status").stdout
+        assert "held" in text and "--release-unsynced" in text and "2026-11-20 08:00:00" in text
+        r = run_cli(cfg, "flush")
+        assert r.returncode == 0 and standin.stored_count == 0  # held: not sendable, not sent
+        assert "held (clock not trusted)" in r.stdout
+        r = run_cli(cfg, "flush", "--release-unsynced")
+        assert r.returncode == 0 and standin.stored_count == 3, r.stdout + r.stderr
+        assert json.loads(run_cli(cfg, "status", "--json").stdout)["pending"] == 0
