@@ -28,6 +28,7 @@ from agent.journal import Journal
 log = logging.getLogger("agent.daemon")
 
 READER_STALL_S = 10.0  # a reader thread that has not looped for this long is hung
+READER_MISSING_AFTER_S = 2.0  # a reader disconnected this long shows "reader missing"
 UPLOADER_STALL_S = 60.0
 
 
@@ -129,6 +130,7 @@ class Daemon:
         self.reader_stall_s = READER_STALL_S
         self.uploader_stall_s = UPLOADER_STALL_S
         self.ready = threading.Event()  # set once scans can be stored
+        self._disconnected_since: dict[str, float] = {}
 
     # ------------------------------------------------------------ requests
 
@@ -333,7 +335,14 @@ class Daemon:
 
     def _update_conditions(self) -> None:
         fb = self.feedback
-        fb.condition("reader_missing", any(not r.connected for r in self.readers))
+        now = time.monotonic()
+        for r in self.readers:
+            if r.connected:
+                self._disconnected_since.pop(r.name, None)
+            else:
+                self._disconnected_since.setdefault(r.name, now)
+        fb.condition("reader_missing", any(now - t >= READER_MISSING_AFTER_S
+                                           for t in self._disconnected_since.values()))
         if self.deliverer is not None:
             fb.condition("auth", self.deliverer.auth_refused)
             offline = self.deliverer.in_backoff() > 0 and self.journal.summary()["pending"] > 0

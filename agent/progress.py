@@ -28,11 +28,13 @@ class FlushView:
             return
         if self.tty:
             if self._bar is None:
+                from rich.console import Console
                 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                            TimeRemainingColumn)
 
                 self._bar = Progress(TextColumn("delivering"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]:>7.0f} scans/s"), TimeRemainingColumn(),
+                                     console=Console(file=self.stream, force_terminal=True),
                                      transient=True)
                 self._bar.start()
                 self._task = self._bar.add_task("flush", total=max(event["total"], 1), rate=0.0)
