@@ -1,0 +1,76 @@
+"""The benchmark program (bench/run.py) runs end to end in --quick mode.
+
+This checks that the program works and writes a report with every section;
+it does not judge the figures (a few hundred records say nothing about them).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.pop("BENCH_COMMAND", None)
+    return subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def section(text: str, heading: str) -> str:
+    """The body of one ``## heading`` section."""
+    lines = text.splitlines()
+    start = lines.index(heading) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).strip()
+
+
+def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "report" / "benchmarks.md"
+    t0 = time.monotonic()
+    res = run_bench("--quick", "--out", str(out), "--tmp", str(tmp_path))
+    elapsed = time.monotonic() - t0
+
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert elapsed < 20, f"--quick took {elapsed:.1f} s"
+    assert "insert: timing" in res.stderr and f"wrote {out}" in res.stderr  # progress goes to stderr
+    assert res.stdout == ""
+
+    text = out.read_text(encoding="utf-8")
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["# Benchmarks", "## Targets", "## Machine", "## Insert latency",
+                        "## Idle daemon memory with a 300 backlog", "## Flush to the local iFlow stand-in"]
+
+    targets = [r for r in section(text, "## Targets").splitlines() if r.startswith("| ") and "---" not in r]
+    assert len(targets) == 1 + 5  # header + insert p50, p99, speed-up, daemon RSS, SIGTERM exit
+    assert all(("met" in r or "MISSED" in r) and "not enforced in --quick" in r for r in targets[1:])
+
+    machine = section(text, "## Machine")
+    for row in ("| CPU |", "| RAM |", "| Kernel |", "| Load average at start |", "| Python |",
+                "| Temp dir (disk, file system) |", "| Date |", "| Command |"):
+        assert row in machine
+    assert "--quick" in machine.split("| Command |")[1]
+
+    inserts = section(text, "## Insert latency")
+    assert "\n| 0 | " in inserts and "\n| 300 | " in inserts
+    assert "Ratios, backlog 300 against 0" in inserts
+
+    memory = section(text, "## Idle daemon memory with a 300 backlog")
+    assert "| `agent run`, 300 pending, idle |" in memory
+    assert "SIGTERM: exit status 0" in memory
+
+    assert section(text, "## Flush to the local iFlow stand-in") == "(added by the delivery benchmark)"
+
+
+def test_unknown_benchmark_name_is_a_usage_error(tmp_path: Path) -> None:
+    out = tmp_path / "never.md"
+    res = run_bench("--only", "insert,nosuch", "--out", str(out), timeout=30)
+    assert res.returncode == 2
+    assert "nosuch" in res.stderr and "insert, memory" in res.stderr
+    assert not out.exists()
