@@ -243,6 +243,19 @@ def _read_secret(sec: _Section, name: str, path: str, warnings: list[str]) -> st
     return value
 
 
+def _secret(sec: _Section, name: str, warnings: list[str]) -> tuple[str, str | None]:
+    """``name`` inline or ``name_file`` (exactly one): the value and the file's path."""
+    value = sec.get(name, str, None)
+    path = sec.get(f"{name}_file", str, None)
+    if value and path:
+        raise sec.error(name, f"set {name} or {name}_file, not both")
+    if path:
+        value = _read_secret(sec, f"{name}_file", path, warnings)
+    if not value:
+        raise sec.error(name, f"is required (or {name}_file)")
+    return value, path
+
+
 def _reader(path: str, prefix: str, table: Any, index: int) -> ReaderConfig:
     sec = _Section(path, prefix, table)
     rtype = sec.get("type", str, "serial", choices=("serial", "hid"))
@@ -333,14 +346,7 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
         sec = _Section(path, "iflow", doc["iflow"])
         d = IflowConfig(url="", access_token="")
         url = sec.get("url", str, required=True, check=_url)
-        token = sec.get("access_token", str, None)
-        token_file = sec.get("access_token_file", str, None)
-        if token and token_file:
-            raise sec.error("access_token", "set access_token or access_token_file, not both")
-        if token_file:
-            token = _read_secret(sec, "access_token_file", token_file, warnings)
-        if not token:
-            raise sec.error("access_token", "is required (or access_token_file)")
+        token, token_file = _secret(sec, "access_token", warnings)
         iflow = IflowConfig(
             url=url, access_token=token, access_token_file=token_file,
             client_version=sec.get("client_version", str, d.client_version),
@@ -400,14 +406,7 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
         sec = _Section(path, "crosschex", doc["crosschex"])
         url = sec.get("url", str, required=True, check=_url)
         key = sec.get("api_key", str, required=True)
-        secret = sec.get("api_secret", str, None)
-        secret_file = sec.get("api_secret_file", str, None)
-        if secret and secret_file:
-            raise sec.error("api_secret", "set api_secret or api_secret_file, not both")
-        if secret_file:
-            secret = _read_secret(sec, "api_secret_file", secret_file, warnings)
-        if not secret:
-            raise sec.error("api_secret", "is required (or api_secret_file)")
+        secret, secret_file = _secret(sec, "api_secret", warnings)
         mapping = sec.get("mapping_file", str, None)
         if mapping and not os.path.isfile(mapping):
             raise sec.error("mapping_file", f"{mapping} does not exist")

@@ -88,7 +88,52 @@ class Reader:
         self.error: str | None = None
         self._drops = _DropLog(name)
 
-    def run(self, stop: threading.Event, emit: Emit) -> None:  # pragma: no cover
+    def run(self, stop: threading.Event, emit: Emit) -> None:
+        """Open, read until an error, back off, reopen: never exits before
+        ``stop``, never spins. Subclasses provide the hooks below."""
+        delay = self.backoff[0]
+        while not stop.is_set():
+            self._alive()
+            missing = self._absent()
+            if missing:
+                self._fail(missing)
+            else:
+                try:
+                    dev = self.open()
+                except ReaderBusy as exc:
+                    self._fail(str(exc))
+                except Exception as exc:  # OSError, SerialException, or a custom opener's error
+                    self._fail(self._open_failed(exc))
+                else:
+                    self.decoder.reset()
+                    self.connected, self.error = True, None
+                    log.info("reader %s: %s", self.name, self._opened())
+                    if self._read_loop(dev, stop, emit):
+                        delay = self.backoff[0]  # it worked for a while: start over gently
+                    if stop.is_set():
+                        break
+            if self._sleep(stop, delay):
+                break
+            delay = min(delay * 2, self.backoff[1])
+        self.connected = False
+
+    # hooks -------------------------------------------------------------
+
+    def open(self) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _absent(self) -> str | None:
+        """Why the device cannot be opened right now (it is not there), or None."""
+        return None
+
+    def _open_failed(self, exc: Exception) -> str:  # pragma: no cover
+        return f"cannot open: {exc}"
+
+    def _opened(self) -> str:  # pragma: no cover
+        return "open"
+
+    def _read_loop(self, dev: Any, stop: threading.Event, emit: Emit) -> bool:  # pragma: no cover
+        """Read until stop or an error; True if any data arrived."""
         raise NotImplementedError
 
     # helpers -----------------------------------------------------------
@@ -158,34 +203,14 @@ class SerialReader(Reader):
         # URLs such as loop:// or socket:// have no path to wait for
         return "://" in self.port or os.path.exists(self.port)
 
-    def run(self, stop: threading.Event, emit: Emit) -> None:
-        delay = self.backoff[0]
-        while not stop.is_set():
-            self._alive()
-            if not self._port_present():
-                self._fail(f"serial port {self.port} is not present")
-                if self._sleep(stop, delay):
-                    break
-                delay = min(delay * 2, self.backoff[1])
-                continue
-            try:
-                ser = self.open()
-            except ReaderBusy as exc:
-                self._fail(str(exc))
-            except (serial.SerialException, OSError, ValueError) as exc:
-                self._fail(f"cannot open serial port {self.port}: {exc}")
-            else:
-                self.decoder.reset()
-                self.connected, self.error = True, None
-                log.info("reader %s: serial port %s open", self.name, self.port)
-                if self._read_loop(ser, stop, emit):
-                    delay = self.backoff[0]  # it worked for a while: start over gently
-                if stop.is_set():
-                    break
-            if self._sleep(stop, delay):
-                break
-            delay = min(delay * 2, self.backoff[1])
-        self.connected = False
+    def _absent(self) -> str | None:
+        return None if self._port_present() else f"serial port {self.port} is not present"
+
+    def _open_failed(self, exc: Exception) -> str:
+        return f"cannot open serial port {self.port}: {exc}"
+
+    def _opened(self) -> str:
+        return f"serial port {self.port} open"
 
     def _read_loop(self, ser: Any, stop: threading.Event, emit: Emit) -> bool:
         """Read until stop or an error. Returns True if any data arrived."""
@@ -279,31 +304,16 @@ class HidReader(Reader):
             raise
         return dev
 
-    def run(self, stop: threading.Event, emit: Emit) -> None:
-        delay = self.backoff[0]
-        while not stop.is_set():
-            self._alive()
-            if self.path and not os.path.exists(self.path) and self._open_device == self._find_device:
-                self._fail(f"input device {self.path} is not present")
-            else:
-                try:
-                    dev = self.open()
-                except ReaderBusy as exc:
-                    self._fail(str(exc))
-                except Exception as exc:  # OSError, or anything a custom opener raises
-                    self._fail(f"cannot open input device {self._describe()}: {exc}")
-                else:
-                    self.decoder.reset()
-                    self.connected, self.error = True, None
-                    log.info("reader %s: input device %s grabbed", self.name, self._describe())
-                    if self._read_loop(dev, stop, emit):
-                        delay = self.backoff[0]
-                    if stop.is_set():
-                        break
-            if self._sleep(stop, delay):
-                break
-            delay = min(delay * 2, self.backoff[1])
-        self.connected = False
+    def _absent(self) -> str | None:
+        if self.path and not os.path.exists(self.path) and self._open_device == self._find_device:
+            return f"input device {self.path} is not present"
+        return None
+
+    def _open_failed(self, exc: Exception) -> str:
+        return f"cannot open input device {self._describe()}: {exc}"
+
+    def _opened(self) -> str:
+        return f"input device {self._describe()} grabbed"
 
     def _read_loop(self, dev: Any, stop: threading.Event, emit: Emit) -> bool:
         got_data = False
