@@ -108,13 +108,14 @@ class _Segment:
         self.table = self.db.table(TABLE, cache_size=0)
 
     def docs(self) -> list[dict]:
-        """The segment's records in insertion order, with their location keys."""
-        out = []
-        for doc in self.table.all():
-            rec = dict(doc)
-            rec["_seg"] = self.info.number
-            rec["_doc"] = doc.doc_id
-            out.append(rec)
+        """The segment's records in insertion order, with their location keys.
+
+        Read from the storage's parsed document (cached after the first read),
+        not through TinyDB's Document wrappers: this is on every delivery batch.
+        """
+        raw = (self.db.storage.read() or {}).get(TABLE, {})
+        number = self.info.number
+        out = [dict(doc, _seg=number, _doc=int(doc_id)) for doc_id, doc in raw.items()]
         out.sort(key=lambda r: r["_doc"])
         return out
 
