@@ -57,11 +57,15 @@ def reader_formats(cfg: Config) -> dict[str, tuple[str, str, float, str]]:
 
 
 def make_clock(cfg: Config):
+    from datetime import datetime, timezone
+
+    from agent import BUILD_DATE
     from agent.timekeeping import AnchorStore, Clock, ClockSources
 
     sources = ClockSources(use_adjtimex=cfg.time.use_adjtimex, timesyncd_flag=cfg.time.timesyncd_flag,
                            trust_rtc=cfg.time.trust_rtc, boot_id_path=cfg.time.boot_id_path)
-    return Clock(sources, AnchorStore(os.path.join(cfg.state_dir, "clock.json")))
+    build_time = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=timezone.utc)
+    return Clock(sources, AnchorStore(os.path.join(cfg.state_dir, "clock.json")), build_time=build_time)
 
 
 def make_client(cfg: Config):

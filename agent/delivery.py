@@ -12,6 +12,13 @@ Exactly-once in effect: a record leaves ``pending`` only when iFlow's own
 result for it says stored (``delivered``) or already stored (``duplicate``),
 or refuses it (``rejected``). If iFlow stored a batch and the answer was lost,
 the resend comes back as duplicates, which count as delivered.
+
+A record's date and time are pinned in the journal (``sent_date`` /
+``sent_time``) before it is first sent when they are derived from clock
+anchors (corrected or unsynced scans), and for every record of a batch whose
+send failed; every resend uses the pinned values: a clock correction between
+two attempts (a small NTP step, a new anchor) must not turn a resend of
+something iFlow already stored into a second, "new" attendance a second later.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from agent.timekeeping import to_local
 log = logging.getLogger("agent.delivery")
 
 SENDABLE = frozenset({"ok", "corrected", "unsynced_sent"})
+DERIVED = frozenset({"corrected", "unsynced_sent"})  # sent times computed, not as stamped
 
 
 def _effective(clock, rec: dict, policy: str):
@@ -48,6 +56,18 @@ def _effective(clock, rec: dict, policy: str):
 class _Invalid:
     status = "invalid"
     when = None
+
+
+def _pinned(rec: dict) -> tuple[str, str] | None:
+    """The (date, time) this record was already sent with, if any."""
+    date, tm = rec.get("sent_date"), rec.get("sent_time")
+    if isinstance(date, str) and isinstance(tm, str) and date and tm:
+        return date, tm
+    return None
+
+
+def _order(eff) -> float:
+    return eff.when.timestamp() if eff.when is not None else 0.0
 MAX_RETRY_AFTER = 3600.0
 
 
@@ -98,6 +118,7 @@ class Deliverer:
         self.policy = policy
         self.batch_max = batch_max
         self.batch_limit = batch_max  # halved on 414/431
+        self._last_fit = batch_max  # records that fitted one URL last time
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.rng = rng
@@ -120,7 +141,9 @@ class Deliverer:
         """The oldest sendable pending records (up to ``limit``) and the held
         counts (complete only with ``count_all``; otherwise the scan stops at a
         full batch, so a pass costs a batch, not the whole backlog)."""
-        limit = limit or self.batch_limit
+        # Only about as many as fitted last time (plus room to grow): building
+        # candidates costs a clock check, a local time and URL encoding each.
+        limit = limit or min(self.batch_limit, 2 * self._last_fit + 16)
         out: list[tuple[dict, Item, Any]] = []
         held: Counter = Counter()
         for rec in self.journal.records(("pending",)):
@@ -129,15 +152,16 @@ class Deliverer:
             else:
                 probe = rec
             eff = _effective(self.clock, probe, self.policy)
-            if eff.status not in SENDABLE or eff.when is None:
+            pinned = _pinned(rec)
+            if pinned is None and (eff.status not in SENDABLE or eff.when is None):
                 held[eff.status] += 1
                 continue
             if len(out) < limit:
-                date, tm = to_local(eff.when, self.tz)
+                date, tm = pinned or to_local(eff.when, self.tz)
                 out.append((rec, Item(key=rec["id"], tag=str(rec["tag"]), date=date, time=tm), eff))
             elif not count_all:
                 break
-        out.sort(key=lambda c: c[2].when)  # oldest first within the batch
+        out.sort(key=lambda c: _order(c[2]))  # oldest first within the batch
         return out, held
 
     def plan(self, release_unsynced: bool = False) -> tuple[list[Item], Counter]:
@@ -178,13 +202,22 @@ class Deliverer:
             self._write(summary, [(rec, Outcome(rec["id"], "rejected",
                                                 "record too long for iflow.max_url_bytes"), cands[0])])
             return True
+        self._last_fit = n
         batch = cands[:n]
+        # Times derived from clock anchors could move if an anchor changes before
+        # a resend: pin them before the first send. Stamped times are pinned only
+        # once a send has failed (the common case then costs no extra write).
+        self._pin([c for c in batch if c[2].status in DERIVED])
         while True:
             try:
                 outcomes = self.client.send([c[1] for c in batch])
                 break
             except DeliveryError as exc:
                 summary.requests += 1
+                try:
+                    self._pin(batch)  # every resend of this batch is identical
+                except DeliveryError:
+                    pass  # the journal error is logged; the send error is what to report
                 if exc.kind == "too_long" and len(batch) > 1:
                     self.batch_limit = max(1, len(batch) // 2)
                     log.info("iFlow refused a %d-record request as too long; batches now %d",
@@ -202,6 +235,21 @@ class Deliverer:
         self.last_error = None
         self.last_success = utc_now_iso()
         return True
+
+    def _pin(self, batch: list[tuple[dict, Item, Any]]) -> None:
+        """Durably record the date and time each record is about to be sent with
+        (only where not already pinned), so that every resend is identical."""
+        changes = [(rec, {"sent_date": item.date, "sent_time": item.time})
+                   for rec, item, _ in batch if _pinned(rec) != (item.date, item.time)]
+        if not changes:
+            return
+        try:
+            self.journal.update(changes)
+        except JournalError as exc:
+            log.error("could not pin send times (%s); not sending", exc)
+            raise DeliveryError("journal", f"journal write failed: {exc}") from None
+        for rec, fields in changes:
+            rec.update(fields)
 
     def _write(self, summary: Summary, results: list[tuple[dict, Outcome, Any]]) -> None:
         now = utc_now_iso()
@@ -241,7 +289,7 @@ class Deliverer:
             if release_unsynced:
                 rec["released"] = True
             eff = _effective(self.clock, rec, self.policy)
-            if eff.status in SENDABLE and eff.when is not None:
+            if _pinned(rec) is not None or (eff.status in SENDABLE and eff.when is not None):
                 sendable += 1
                 continue
             held[eff.status] += 1

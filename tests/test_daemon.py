@@ -151,3 +151,41 @@ def test_reader_noise_is_dropped_not_recorded(tmp_path):
     finally:
         pty.close()
     assert journal_tags(state) == Counter({"GOOD1": 1})
+
+
+def test_two_readers_entry_and_exit_each_recorded_with_its_name(tmp_path):
+    entry, exit_ = Pty(), Pty()
+    state = tmp_path / "state"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'''timezone = "Europe/Bucharest"
+state_dir = "{state}"
+[[reader]]
+name = "entry"
+port = "{entry.port}"
+debounce_seconds = 5
+[[reader]]
+name = "exit"
+port = "{exit_.port}"
+protocol = "rdm6300"
+tag_format = "decimal10"
+debounce_seconds = 5
+[feedback]
+backend = "console"
+''')
+    d = Daemon(cfg)
+    try:
+        wait_ready(cfg)
+        entry.send(b"0010597059\r\n")
+        assert d.wait_for(lambda ls: "stored tag=0010597059" in " ".join(ls))
+        time.sleep(0.2)
+        exit_.send(b"\x020F00A1B2C3DF\x03")  # the same card at the exit reader: a separate scan
+        assert d.wait_for(lambda ls: sum(ln.startswith("stored tag=0010597059") for ln in ls) == 2)
+        st = json.loads(run_cli(cfg, "status", "--json").stdout)
+        assert sorted(r["name"] for r in st["readers"]) == ["entry", "exit"]
+        assert d.terminate() == 0
+    finally:
+        entry.close()
+        exit_.close()
+    j = Journal(str(state / "journal"))
+    assert sorted((r["reader"], r["tag"], r["raw"]) for r in j.records()) == [
+        ("entry", "0010597059", "0010597059"), ("exit", "0010597059", "0F00A1B2C3")]
