@@ -651,7 +651,11 @@ class Clock:
                 return Effective(None, "wait", r.original, None)
             else:
                 return Effective(None, "held_unsynced", r.original, bound)
-        if cand < self._floor_ns or cand > self._now_estimate(wall_now, mono_now) + self._future_ns:
+        # The build-time floor judges this device's clock; a punch from another
+        # system (source "crosschex") carries that system's trusted time.
+        external = record.get("source") not in (None, "reader")
+        if (cand < self._floor_ns and not external) \
+                or cand > self._now_estimate(wall_now, mono_now) + self._future_ns:
             return Effective(None, "held_insane", r.original, bound)
         when = r.original if cand == r.original_ns else ns_to_datetime(cand)
         return Effective(when, status, r.original, bound)

@@ -593,3 +593,16 @@ def test_anchor_file_is_json_with_boot_order(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["version"] == 1
     assert [b["boot_id"] for b in doc["boots"]] == ["x", "y"]
+
+
+def test_build_floor_judges_our_clock_not_other_systems_punches(tmp_path):
+    from agent.timekeeping import AnchorStore, Clock, ClockSources
+
+    src = ClockSources(trust_rtc=True, boot_id_path=str(tmp_path / "b"),
+                       wall_ns=lambda: 1_795_000_000 * 10**9, mono_ns=lambda: 10**9)
+    (tmp_path / "b").write_text("boot\n")
+    clock = Clock(src, AnchorStore(str(tmp_path / "c.json")),
+                  build_time=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    old = {"captured_at": "2024-03-01T08:00:00+00:00", "synced": True, "boot_id": "x", "mono_ns": 5}
+    assert clock.effective(dict(old, source="reader")).status == "held_insane"
+    assert clock.effective(dict(old, source="crosschex", boot_id="external", mono_ns=0)).status == "ok"
