@@ -119,6 +119,8 @@ class Deliverer:
         self.batch_max = batch_max
         self.batch_limit = batch_max  # halved on 414/431
         self._last_fit = batch_max  # records that fitted one URL last time
+        self._sent: set[str] = set()  # ids answered in the current pass: never resent in it
+        self._unwritten: list[tuple[dict, dict[str, Any]]] = []  # outcomes not yet in the journal
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.rng = rng
@@ -143,10 +145,12 @@ class Deliverer:
         full batch, so a pass costs a batch, not the whole backlog)."""
         # Only about as many as fitted last time (plus room to grow): building
         # candidates costs a clock check, a local time and URL encoding each.
-        limit = limit or min(self.batch_limit, 2 * self._last_fit + 16)
+        limit = limit or min(self.batch_limit, self._last_fit + 8)
         out: list[tuple[dict, Item, Any]] = []
         held: Counter = Counter()
         for rec in self.journal.records(("pending",)):
+            if rec["id"] in self._sent:
+                continue  # answered in this pass (outcome maybe not yet written)
             if release_unsynced and not rec.get("released"):
                 probe = dict(rec, released=True)
             else:
@@ -266,6 +270,7 @@ class Deliverer:
                 if eff.status == "unsynced_sent":
                     fields["unsynced_sent"] = True
             changes.append((rec, fields))
+            self._sent.add(rec["id"])
             if outcome.state == "delivered":
                 summary.delivered += 1
             elif outcome.state == "duplicate":
@@ -273,6 +278,18 @@ class Deliverer:
             elif outcome.state == "rejected":
                 summary.rejected += 1
                 summary.rejected_reasons[reason_of(outcome.message, str(rec.get("tag", "")))] += 1
+        # Group commit: outcomes are written once a segment's worth has gathered
+        # (or at the end of the pass). Until then the records are still pending
+        # on disk; after a crash they are resent and come back as duplicates.
+        self._unwritten.extend(changes)
+        if len(self._unwritten) >= self.journal.segment_size:
+            self._commit()
+
+    def _commit(self) -> None:
+        """Write the gathered outcomes (one durable write per segment touched)."""
+        changes, self._unwritten = self._unwritten, []
+        if not changes:
+            return
         try:
             self.journal.update(changes)
         except JournalError as exc:
@@ -328,13 +345,22 @@ class Deliverer:
         t0 = time.monotonic()
         summary = Summary()
         if count:
-            summary.total, summary.held = self.count(release_unsynced)
+            # The journal's in-memory count: no pass over the backlog before the
+            # first request. What was held is counted at the end, when only the
+            # remainder is pending.
+            summary.total = self.journal.summary()["pending"]
         try:
-            while not (stop is not None and stop.is_set()):
-                if not self.send_batch(summary, release_unsynced):
-                    break
-                if progress is not None:
-                    progress(self._progress(summary, t0))
+            try:
+                while not (stop is not None and stop.is_set()):
+                    if not self.send_batch(summary, release_unsynced):
+                        break
+                    if progress is not None:
+                        progress(self._progress(summary, t0))
+            finally:
+                try:
+                    self._commit()
+                finally:
+                    self._sent.clear()
         except DeliveryError as exc:
             summary.reachable = exc.kind not in ("network", "timeout", "auth")
             summary.error = str(exc)
@@ -342,6 +368,7 @@ class Deliverer:
         summary.seconds = time.monotonic() - t0
         if count:
             summary.still_pending, summary.held = self.count(release_unsynced)
+            summary.total -= sum(summary.held.values())  # what was sendable
         return summary
 
     @staticmethod
