@@ -387,3 +387,17 @@ def test_held_scans_visible_in_status_and_released_by_flush(tmp_path):
         r = run_cli(cfg, "flush", "--release-unsynced")
         assert r.returncode == 0 and standin.stored_count == 3, r.stdout + r.stderr
         assert json.loads(run_cli(cfg, "status", "--json").stdout)["pending"] == 0
+
+
+def test_a_record_without_a_result_stays_pending_and_the_pass_ends(tmp_path, standin):
+    fake, clock, journal, d = make(tmp_path, standin)
+    fill(journal, clock, ["M1", "M2", "M3"], fake=fake)
+    standin.faults.append("unmatched_last")
+    s = d.drain()
+    assert s.requests == 1  # not resent again and again within the pass
+    states = {r["tag"]: r["state"] for r in journal.records()}
+    assert list(states.values()).count("pending") == 1 and s.delivered == 2
+    pending = journal.pending()[0]
+    assert pending["attempts"] == 1 and "no result" in pending["error"]
+    s = d.drain()  # the next pass sends it again
+    assert s.delivered + s.duplicate == 1 and journal.summary()["pending"] == 0
