@@ -274,40 +274,39 @@ class Daemon:
         })
         control.start()
         self.ready.set()
-
-        self.readers = self._readers_override or [make_reader(rc) for rc in cfg.readers]
-        for reader in self.readers:
-            t = threading.Thread(target=reader.run, name=f"reader-{reader.name}",
-                                 args=(self.stop_event, lambda raw, _n=reader.name: self.recorder.handle(_n, raw)),
-                                 daemon=True)
-            t.start()
-            self.reader_threads.append(t)
-        if self.uploader is not None:
-            self.uploader.start()
-
         scheduler = None
-        if cfg.crosschex is not None and cfg.crosschex.reconcile_every:
-            from datetime import datetime
-
-            from agent import rejected
-            from agent.reconcile import LocalScan
-            from agent.reconciler import Scheduler, scans_in_window
-
-            def local_scans(begin, end):
-                return [LocalScan(s["id"], s["tag"], datetime.fromisoformat(s["when"]))
-                        for s in scans_in_window(self.journal, self.clock, begin, end)]
-
-            def insert(records):
-                result = rejected.insert_external(self.journal, records)
-                if self.uploader is not None and result.get("added"):
-                    self.uploader.wake()
-                return result
-
-            scheduler = Scheduler(cfg, insert, local_scans, synced=lambda: self.clock.synced)
-
-        watchdog = Watchdog(notifier, [self._health])
-        last_compact = 0.0
         try:
+            self.readers = self._readers_override or [make_reader(rc) for rc in cfg.readers]
+            for reader in self.readers:
+                t = threading.Thread(target=reader.run, name=f"reader-{reader.name}",
+                                     args=(self.stop_event, lambda raw, _n=reader.name: self.recorder.handle(_n, raw)),
+                                     daemon=True)
+                t.start()
+                self.reader_threads.append(t)
+            if self.uploader is not None:
+                self.uploader.start()
+
+            if cfg.crosschex is not None and cfg.crosschex.reconcile_every:
+                from datetime import datetime
+
+                from agent import rejected
+                from agent.reconcile import LocalScan
+                from agent.reconciler import Scheduler, scans_in_window
+
+                def local_scans(begin, end):
+                    return [LocalScan(s["id"], s["tag"], datetime.fromisoformat(s["when"]))
+                            for s in scans_in_window(self.journal, self.clock, begin, end)]
+
+                def insert(records):
+                    result = rejected.insert_external(self.journal, records)
+                    if self.uploader is not None and result.get("added"):
+                        self.uploader.wake()
+                    return result
+
+                scheduler = Scheduler(cfg, insert, local_scans, synced=lambda: self.clock.synced)
+
+            watchdog = Watchdog(notifier, [self._health])
+            last_compact = 0.0
             while not self.stop_event.wait(0.5):
                 watchdog.tick()
                 for event in self.clock.observe():
@@ -323,6 +322,7 @@ class Daemon:
                     if removed:
                         log.info("retention: removed %d fully delivered segments", removed)
         finally:
+            self.stop_event.set()  # also when start-up failed half way
             notifier.stopping()
             log.info("stopping: readers first, then the uploader")
             for t in self.reader_threads:
