@@ -26,6 +26,27 @@ SOCKET_NAME = "agent.sock"
 MAX_LINE = 1 << 20
 
 Handler = Callable[[dict, Callable[[dict], None]], dict]
+UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; leave room
+
+
+class _ShortPath:
+    """A socket path short enough for AF_UNIX, however deep the state directory:
+    long paths go through ``/proc/self/fd/N/`` of an open directory descriptor."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> str:
+        if len(os.fsencode(self.path)) <= UNIX_PATH_MAX:
+            return self.path
+        directory, name = os.path.split(self.path)
+        self._fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self._fd}/{name}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
 
 
 class LockBusy(Exception):
@@ -92,7 +113,8 @@ class ControlServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            sock.bind(self.path)
+            with _ShortPath(self.path) as short:
+                sock.bind(short)
         finally:
             os.umask(old)
         sock.listen(16)
@@ -184,7 +206,8 @@ def ask(state_dir: str, request: dict, on_event: Callable[[Any], None] | None = 
     sock.settimeout(timeout)
     try:
         try:
-            sock.connect(path)
+            with _ShortPath(path) as short:
+                sock.connect(short)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoDaemon(str(exc)) from None
         _send_line(sock, request)

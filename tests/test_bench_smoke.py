@@ -45,10 +45,11 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
     text = out.read_text(encoding="utf-8")
     headings = [line for line in text.splitlines() if line.startswith("#")]
     assert headings == ["# Benchmarks", "## Targets", "## Machine", "## Insert latency",
-                        "## Idle daemon memory with a 300 backlog", "## Flush to the local iFlow stand-in"]
+                        "## Idle daemon memory with a 300 backlog",
+                        "## Flush of a 300 backlog to the local iFlow stand-in"]
 
     targets = [r for r in section(text, "## Targets").splitlines() if r.startswith("| ") and "---" not in r]
-    assert len(targets) == 1 + 5  # header + insert p50, p99, speed-up, daemon RSS, SIGTERM exit
+    assert len(targets) == 1 + 8  # header + insert p50, p99, speed-up, RSS, SIGTERM, flush rate, memory, ratio
     assert all(("met" in r or "MISSED" in r) and "not enforced in --quick" in r for r in targets[1:])
 
     machine = section(text, "## Machine")
@@ -65,7 +66,8 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
     assert "| `agent run`, 300 pending, idle |" in memory
     assert "SIGTERM: exit status 0" in memory
 
-    assert section(text, "## Flush to the local iFlow stand-in") == "(added by the delivery benchmark)"
+    flush = section(text, "## Flush of a 300 backlog to the local iFlow stand-in")
+    assert "| `agent flush`, round 1 |" in flush and "| bare httpx loop, round 1 |" in flush
 
 
 def test_unknown_benchmark_name_is_a_usage_error(tmp_path: Path) -> None:

@@ -189,3 +189,18 @@ backend = "console"
     j = Journal(str(state / "journal"))
     assert sorted((r["reader"], r["tag"], r["raw"]) for r in j.records()) == [
         ("entry", "0010597059", "0010597059"), ("exit", "0010597059", "0F00A1B2C3")]
+
+
+def test_a_deep_state_directory_still_gets_its_control_socket(tmp_path):
+    """sun_path holds 108 bytes; a state_dir deeper than that must still work."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    pty = Pty()
+    cfg = write_config(tmp_path / "c.toml", state_dir=deep / "state", port=pty.port)
+    d = Daemon(cfg)
+    try:
+        assert len(str(deep / "state" / "agent.sock")) > 108
+        st = wait_ready(cfg)
+        assert st["daemon"] is True
+        assert d.terminate() == 0
+    finally:
+        pty.close()

@@ -305,7 +305,7 @@ def test_flush_through_the_running_daemon(tmp_path):
 
 def test_sigkill_during_flush_every_scan_once(tmp_path):
     kills = int(os.environ.get("AGENT_TEST_KILLS", "50"))
-    n = 4000
+    n = 20000  # enough that 50 kills land while there is still work
     with IflowStandin(token=TOKEN) as standin:
         cfg = flush_config(tmp_path, standin.url, max_url_bytes=1200)
         os.makedirs(tmp_path / "state", mode=0o700)
@@ -316,7 +316,7 @@ def test_sigkill_during_flush_every_scan_once(tmp_path):
             p = subprocess.Popen(AGENT + ["--config", str(cfg), "flush", "--json"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             if killed < kills:
-                time.sleep(rng.uniform(0.3, 0.9))
+                time.sleep(rng.uniform(0.3, 0.8))
                 if p.poll() is None:
                     p.send_signal(signal.SIGKILL)
                     killed += 1
