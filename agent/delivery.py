@@ -14,11 +14,10 @@ or refuses it (``rejected``). If iFlow stored a batch and the answer was lost,
 the resend comes back as duplicates, which count as delivered.
 
 A record's date and time are pinned in the journal (``sent_date`` /
-``sent_time``) before it is first sent when they are derived from clock
-anchors (corrected or unsynced scans), and for every record of a batch whose
-send failed; every resend uses the pinned values: a clock correction between
-two attempts (a small NTP step, a new anchor) must not turn a resend of
-something iFlow already stored into a second, "new" attendance a second later.
+``sent_time``) before it is first sent; every resend uses the pinned values:
+a clock correction between two attempts (a small NTP step, a new anchor) must
+not turn a resend of something iFlow already stored into a second, "new"
+attendance a second later.
 """
 
 from __future__ import annotations
@@ -208,10 +207,11 @@ class Deliverer:
             return True
         self._last_fit = n
         batch = cands[:n]
-        # Times derived from clock anchors could move if an anchor changes before
-        # a resend: pin them before the first send. Stamped times are pinned only
-        # once a send has failed (the common case then costs no extra write).
-        self._pin([c for c in batch if c[2].status in DERIVED])
+        # Pin every time before the first send: a stamped ("ok") time also moves
+        # (becomes "corrected") if a new anchor disagrees with it, and a failure
+        # seen only after the send (a kill or power cut mid-request, a journal
+        # error writing the outcomes) leaves no later chance to pin it.
+        self._pin(batch)
         while True:
             try:
                 outcomes = self.client.send([c[1] for c in batch])

@@ -239,16 +239,28 @@ class Journal:
                 doc_id = seg.table.insert(rec)
             except OSError as exc:
                 with self._meta:
-                    if info.count == 0:
-                        # Never written: forget the empty segment.
-                        self._segments.pop(info.number, None)
-                        self._open.pop(info.number, None)
+                    self._resync(info, seg)
                 raise JournalError(f"could not store scan: {exc.strerror or exc}") from exc
             with self._meta:
                 info._add(rec)
         out = dict(rec)
         out["_seg"], out["_doc"] = info.number, doc_id
         return out
+
+    def _resync(self, info: SegmentInfo, seg: _Segment) -> None:
+        """After a failed write, make the summary match what the file holds: a
+        failure after the rename (fsync of the directory) leaves the record
+        visible, though unacknowledged. Caller holds the meta lock."""
+        try:
+            docs = seg.docs()  # the storage dropped its cache: this reads the file
+        except (OSError, CorruptFile):
+            docs = None
+        if docs:
+            info.absorb(docs)
+        elif docs is not None or info.count == 0:
+            # Never written: forget the empty segment.
+            self._segments.pop(info.number, None)
+            self._open.pop(info.number, None)
 
     def update(self, changes: Iterable[tuple[dict, dict[str, Any]]]) -> int:
         """Apply field changes to records (as returned by this journal).

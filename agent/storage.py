@@ -37,6 +37,11 @@ def _loads(path: str, raw: bytes) -> dict[str, Any]:
         raise CorruptFile(path, f"not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise CorruptFile(path, "not a TinyDB document (expected an object of tables)")
+    for table in data.values():
+        for key, doc in table.items():
+            # TinyDB turns every key into an int doc id and every value into a Document
+            if not (key.isascii() and key.isdigit()) or not isinstance(doc, dict):
+                raise CorruptFile(path, "not a TinyDB document (a record is not an object with a numeric id)")
     return data
 
 

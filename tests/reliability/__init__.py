@@ -1,0 +1,1 @@
+"""The reliability suite: proof under faults (see docs/reliability.md)."""
