@@ -39,7 +39,6 @@ from agent.timekeeping import to_local
 log = logging.getLogger("agent.delivery")
 
 SENDABLE = frozenset({"ok", "corrected", "unsynced_sent"})
-DERIVED = frozenset({"corrected", "unsynced_sent"})  # sent times computed, not as stamped
 
 
 def _effective(clock, rec: dict, policy: str):
@@ -245,13 +244,7 @@ class Deliverer:
         (only where not already pinned), so that every resend is identical."""
         changes = [(rec, {"sent_date": item.date, "sent_time": item.time})
                    for rec, item, _ in batch if _pinned(rec) != (item.date, item.time)]
-        if not changes:
-            return
-        try:
-            self.journal.update(changes)
-        except JournalError as exc:
-            log.error("could not pin send times (%s); not sending", exc)
-            raise DeliveryError("journal", f"journal write failed: {exc}") from None
+        self._journal_write(changes, "could not pin send times (%s); not sending")
         for rec, fields in changes:
             rec.update(fields)
 
@@ -288,13 +281,17 @@ class Deliverer:
     def _commit(self) -> None:
         """Write the gathered outcomes (one durable write per segment touched)."""
         changes, self._unwritten = self._unwritten, []
+        # On failure iFlow has them anyway; the resend comes back as duplicates.
+        self._journal_write(changes, "could not record delivery outcomes (%s); they will be resent")
+
+    def _journal_write(self, changes: list[tuple[dict, dict[str, Any]]], failure: str) -> None:
+        """One durable journal write; a failure stops the pass as a DeliveryError."""
         if not changes:
             return
         try:
             self.journal.update(changes)
         except JournalError as exc:
-            # iFlow has them; the resend will come back as duplicates.
-            log.error("could not record delivery outcomes (%s); they will be resent", exc)
+            log.error(failure, exc)
             raise DeliveryError("journal", f"journal write failed: {exc}") from None
 
     def count(self, release_unsynced: bool = False) -> tuple[int, Counter]:
