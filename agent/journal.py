@@ -123,10 +123,6 @@ class _Segment:
         self.db.close()
 
 
-def _strip_loc(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if k not in LOC_KEYS}
-
-
 class Journal:
     """The segmented, crash-safe scan journal. See the module docstring."""
 
@@ -399,4 +395,4 @@ class Journal:
 
 def strip_location(rec: dict) -> dict:
     """A record without the journal's location keys (for output)."""
-    return _strip_loc(rec)
+    return {k: v for k, v in rec.items() if k not in LOC_KEYS}
