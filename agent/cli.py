@@ -201,7 +201,7 @@ def cmd_flush(cfg: Config, args: argparse.Namespace) -> int:
             d = make_deliverer(cfg, journal, make_clock(cfg))
             items, held = d.plan(args.release_unsynced)
             d.client.close()
-            return {"would_send": [i.__dict__ for i in items], "held": dict(held)}
+            return {"would_send": [i._asdict() for i in items], "held": dict(held)}
         result, _ = dispatch(cfg, request, local_plan)
         return progress.print_plan(result, args.json)
 

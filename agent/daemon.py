@@ -164,7 +164,7 @@ class Daemon:
             raise ValueError("delivery is not configured ([iflow] missing)")
         if request.get("dry_run"):
             items, held = self.deliverer.plan(bool(request.get("release_unsynced")))
-            return {"would_send": [i.__dict__ for i in items], "held": dict(held)}
+            return {"would_send": [i._asdict() for i in items], "held": dict(held)}
         summary = self.deliverer.drain(progress=send, stop=self.stop_event,
                                        release_unsynced=bool(request.get("release_unsynced")))
         return summary.as_dict()

@@ -64,6 +64,9 @@ def _pinned(rec: dict) -> tuple[str, str] | None:
     return None
 
 
+Candidate = tuple[dict, Item, Any]  # (journal record, what is sent, timekeeping decision)
+
+
 def _order(eff) -> float:
     return eff.when.timestamp() if eff.when is not None else 0.0
 MAX_RETRY_AFTER = 3600.0
@@ -117,7 +120,9 @@ class Deliverer:
         self.batch_max = batch_max
         self.batch_limit = batch_max  # halved on 414/431
         self._last_fit = batch_max  # records that fitted one URL last time
+        self._queue: list[Candidate] = []  # this pass's pinned candidates, oldest first
         self._sent: set[str] = set()  # ids answered in the current pass: never resent in it
+        self._inflight: dict[str, int] = {}  # id -> segment of the records being sent
         self._unwritten: list[tuple[dict, dict[str, Any]]] = []  # outcomes not yet in the journal
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -136,19 +141,21 @@ class Deliverer:
 
     # ----------------------------------------------------------- selection
 
-    def _candidates(self, release_unsynced: bool = False, limit: int | None = None,
-                    count_all: bool = False) -> tuple[list[tuple[dict, Item, Any]], Counter]:
-        """The oldest sendable pending records (up to ``limit``) and the held
-        counts (complete only with ``count_all``; otherwise the scan stops at a
-        full batch, so a pass costs a batch, not the whole backlog)."""
-        # Only about as many as fitted last time (plus room to grow): building
-        # candidates costs a clock check, a local time and URL encoding each.
-        limit = limit or min(self.batch_limit, self._last_fit + 8)
-        out: list[tuple[dict, Item, Any]] = []
+    def _candidates(self, release_unsynced: bool = False, limit: int = 10**9, count_all: bool = False,
+                    skip: set[str] | frozenset[str] = frozenset(),
+                    whole_segments: bool = False) -> tuple[list[Candidate], Counter]:
+        """The oldest sendable pending records not in ``skip`` (up to ``limit``,
+        or with ``whole_segments`` to the end of the segment where the limit was
+        reached), sorted by the time they are sent with, and the held counts
+        (complete only with ``count_all``; otherwise the scan stops at the limit)."""
+        out: list[Candidate] = []
         held: Counter = Counter()
+        last_seg = None
         for rec in self.journal.records(("pending",)):
-            if rec["id"] in self._sent:
-                continue  # answered in this pass (outcome maybe not yet written)
+            if rec["id"] in skip:
+                continue
+            if len(out) >= limit and not count_all and not (whole_segments and rec["_seg"] == last_seg):
+                break
             if release_unsynced and not rec.get("released"):
                 probe = dict(rec, released=True)
             else:
@@ -158,17 +165,41 @@ class Deliverer:
             if pinned is None and (eff.status not in SENDABLE or eff.when is None):
                 held[eff.status] += 1
                 continue
-            if len(out) < limit:
+            if len(out) < limit or (whole_segments and rec["_seg"] == last_seg):
                 date, tm = pinned or to_local(eff.when, self.tz)
                 out.append((rec, Item(key=rec["id"], tag=str(rec["tag"]), date=date, time=tm), eff))
-            elif not count_all:
-                break
-        out.sort(key=lambda c: _order(c[2]))  # oldest first within the batch
+                last_seg = rec["_seg"]
+        out.sort(key=lambda c: _order(c[2]))  # oldest first
         return out, held
+
+    def _next(self, release_unsynced: bool) -> list[Candidate]:
+        """Candidates for the next request, from the pass's queue.
+
+        The queue is refilled a segment or more at a time, whole segments, and
+        the send time of every record it adds is pinned in one durable write
+        first: one write per segment instead of one per request, and a record
+        is pinned before its first send whatever happens after. Outcomes
+        gathered so far are written just before (those of segments the queue
+        is done with), so each segment is written about twice per pass.
+        """
+        want = min(self.batch_limit, self._last_fit + 8)
+        if len(self._queue) < want:
+            self._commit(keep={c[0]["_seg"] for c in self._queue} | set(self._inflight.values()))
+            skip = self._sent | self._inflight.keys() | {c[1].key for c in self._queue}
+            more, _ = self._candidates(release_unsynced, limit=max(want, self.journal.segment_size),
+                                       skip=skip, whole_segments=True)
+            pins = [(rec, {"sent_date": item.date, "sent_time": item.time})
+                    for rec, item, _ in more if _pinned(rec) != (item.date, item.time)]
+            self._journal_write(pins, "could not pin send times (%s); not sending")
+            for rec, fields in pins:
+                rec.update(fields)
+            self._queue.extend(more)
+            self._queue.sort(key=lambda c: _order(c[2]))
+        return self._queue[:want]
 
     def plan(self, release_unsynced: bool = False) -> tuple[list[Item], Counter]:
         """Everything that would be sent now (for --dry-run), and what is held."""
-        cands, held = self._candidates(release_unsynced, limit=10**9, count_all=True)
+        cands, held = self._candidates(release_unsynced, count_all=True)
         return [c[1] for c in cands], held
 
     # ------------------------------------------------------------- sending
@@ -190,63 +221,93 @@ class Deliverer:
         self.auth_refused = exc.kind == "auth"
         log.warning("delivery failed (%s); retrying in %.1f s", exc, delay)
 
-    def send_batch(self, summary: Summary, release_unsynced: bool = False) -> bool:
-        """Send one batch. True when a batch was sent and answered; False when
-        nothing is sendable. Raises DeliveryError on a whole-request failure."""
-        cands, _ = self._candidates(release_unsynced)
-        if not cands:
-            return False
-        items = [c[1] for c in cands]
-        n = self.client.fit(items)
-        if n == 0:
+    def _prepare(self, summary: Summary, release_unsynced: bool) -> tuple[list[Candidate], Any] | None:
+        """The next batch and its request, or None when nothing is sendable.
+
+        Every record of the batch was pinned when it joined the queue (see
+        _next): a resend after a failure, a kill or a power cut is identical.
+        """
+        while True:
+            cands = self._next(release_unsynced)
+            if not cands:
+                return None
+            n, request = self.client.prepare([c[1] for c in cands])
+            if n:
+                self._last_fit = n
+                return cands[:n], request
             # One record alone does not fit in a URL: iFlow can never take it.
+            self._take(cands[:1])
+            self._sent.add(cands[0][1].key)
             rec = cands[0][0]
             self._write(summary, [(rec, Outcome(rec["id"], "rejected",
                                                 "record too long for iflow.max_url_bytes"), cands[0])])
-            return True
-        self._last_fit = n
-        batch = cands[:n]
-        # Pin every time before the first send: a stamped ("ok") time also moves
-        # (becomes "corrected") if a new anchor disagrees with it, and a failure
-        # seen only after the send (a kill or power cut mid-request, a journal
-        # error writing the outcomes) leaves no later chance to pin it.
-        self._pin(batch)
-        while True:
-            try:
-                outcomes = self.client.send([c[1] for c in batch])
-                break
-            except DeliveryError as exc:
-                summary.requests += 1
+
+    def _take(self, batch: list[Candidate]) -> dict[str, int]:
+        """Remove ``batch`` from the queue; its keys and their segments."""
+        keys = {c[1].key: c[0]["_seg"] for c in batch}
+        self._queue = [c for c in self._queue if c[1].key not in keys]
+        return keys
+
+    def _put_back(self, batch: list[Candidate]) -> None:
+        """Return the batch of a failed request to the queue."""
+        self._queue.extend(batch)
+        self._queue.sort(key=lambda c: _order(c[2]))
+        self._inflight = {}
+
+    def _send_all(self, summary: Summary, progress, stop, release_unsynced: bool, t0: float) -> None:
+        """Send batches until nothing sendable is left, one request at a time,
+        oldest first. While a request is in flight (on a helper thread, which
+        only waits for the network) this thread prepares the next batch:
+        candidates, pins, outcomes written, the next URL built."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def stopped() -> bool:
+            return stop is not None and stop.is_set()
+
+        if stopped():
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iflow-send") as sender:
+            ready = self._prepare(summary, release_unsynced)
+            while ready is not None:
+                batch, request = ready
+                job = sender.submit(self.client.send, [c[1] for c in batch], request)
+                self._inflight = self._take(batch)
+                ready, later = None, None
+                if not stopped():
+                    try:
+                        ready = self._prepare(summary, release_unsynced)
+                    except DeliveryError as exc:
+                        later = exc  # after this request's outcomes are recorded
                 try:
-                    self._pin(batch)  # every resend of this batch is identical
-                except DeliveryError:
-                    pass  # the journal error is logged; the send error is what to report
-                if exc.kind == "too_long" and len(batch) > 1:
+                    outcomes = job.result()
+                except DeliveryError as exc:
+                    summary.requests += 1
+                    self._put_back(batch)
+                    if exc.kind != "too_long" or len(batch) == 1:
+                        raise
                     self.batch_limit = max(1, len(batch) // 2)
                     log.info("iFlow refused a %d-record request as too long; batches now %d",
                              len(batch), self.batch_limit)
-                    batch = batch[: self.batch_limit]
+                    if later is not None:
+                        raise later from None
+                    ready = self._prepare(summary, release_unsynced)
                     continue
-                raise
-        summary.requests += 1
-        by_key = {o.key: o for o in outcomes}
-        self._write(summary, [(c[0], by_key.get(c[0]["id"]) or Outcome(c[0]["id"], "pending", None), c)
-                              for c in batch])
-        self.failures = 0
-        self.backoff_until = 0.0
-        self.auth_refused = False
-        self.last_error = None
-        self.last_success = utc_now_iso()
-        return True
-
-    def _pin(self, batch: list[tuple[dict, Item, Any]]) -> None:
-        """Durably record the date and time each record is about to be sent with
-        (only where not already pinned), so that every resend is identical."""
-        changes = [(rec, {"sent_date": item.date, "sent_time": item.time})
-                   for rec, item, _ in batch if _pinned(rec) != (item.date, item.time)]
-        self._journal_write(changes, "could not pin send times (%s); not sending")
-        for rec, fields in changes:
-            rec.update(fields)
+                summary.requests += 1
+                self._inflight = {}
+                by_key = {o.key: o for o in outcomes}
+                self._write(summary, [(c[0], by_key.get(c[0]["id"]) or Outcome(c[0]["id"], "pending", None), c)
+                                      for c in batch])
+                self.failures = 0
+                self.backoff_until = 0.0
+                self.auth_refused = False
+                self.last_error = None
+                self.last_success = utc_now_iso()
+                if progress is not None:
+                    progress(self._progress(summary, t0))
+                if later is not None:
+                    raise later
+                if stopped():
+                    break
 
     def _write(self, summary: Summary, results: list[tuple[dict, Outcome, Any]]) -> None:
         now = utc_now_iso()
@@ -271,18 +332,20 @@ class Deliverer:
             elif outcome.state == "rejected":
                 summary.rejected += 1
                 summary.rejected_reasons[reason_of(outcome.message, str(rec.get("tag", "")))] += 1
-        # Group commit: outcomes are written once a segment's worth has gathered
-        # (or at the end of the pass). Until then the records are still pending
+        # Group commit: outcomes are written when the queue is refilled (or at
+        # the end of the pass). Until then the records are still pending
         # on disk; after a crash they are resent and come back as duplicates.
         self._unwritten.extend(changes)
-        if len(self._unwritten) >= self.journal.segment_size:
-            self._commit()
 
-    def _commit(self) -> None:
-        """Write the gathered outcomes (one durable write per segment touched)."""
-        changes, self._unwritten = self._unwritten, []
+    def _commit(self, keep: set[int] = frozenset()) -> None:
+        """Write the gathered outcomes (one durable write per segment touched),
+        except those of the segments in ``keep`` (still in use: written later)."""
+        changes = [c for c in self._unwritten if c[0]["_seg"] not in keep]
+        self._unwritten = [c for c in self._unwritten if c[0]["_seg"] in keep] if keep else []
         # On failure iFlow has them anyway; the resend comes back as duplicates.
         self._journal_write(changes, "could not record delivery outcomes (%s); they will be resent")
+        # No longer pending in the journal, so no longer needed to skip them.
+        self._sent.difference_update(rec["id"] for rec, fields in changes if "state" in fields)
 
     def _journal_write(self, changes: list[tuple[dict, dict[str, Any]]], failure: str) -> None:
         """One durable journal write; a failure stops the pass as a DeliveryError."""
@@ -348,16 +411,14 @@ class Deliverer:
             summary.total = self.journal.summary()["pending"]
         try:
             try:
-                while not (stop is not None and stop.is_set()):
-                    if not self.send_batch(summary, release_unsynced):
-                        break
-                    if progress is not None:
-                        progress(self._progress(summary, t0))
+                self._send_all(summary, progress, stop, release_unsynced, t0)
             finally:
                 try:
                     self._commit()
                 finally:
                     self._sent.clear()
+                    self._queue = []
+                    self._inflight = {}
         except DeliveryError as exc:
             summary.reachable = exc.kind not in ("network", "timeout", "auth")
             summary.error = str(exc)

@@ -34,8 +34,8 @@ import re
 import time
 import unicodedata
 from collections import defaultdict, deque
-from dataclasses import dataclass
-from typing import Any
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -68,8 +68,7 @@ _MAX_ERROR_BODY = 64 * 1024  # bytes read of a non-2xx answer
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One record to send."""
 
     key: str  # journal record id, opaque here
@@ -78,8 +77,7 @@ class Item:
     time: str  # "HH:MM:SS", local wall clock
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     key: str
     state: str  # "delivered" | "duplicate" | "rejected" | "pending"
     message: str | None  # iFlow's error text for rejected/duplicate, else None
@@ -88,6 +86,19 @@ class Outcome:
 def wire(item: Item) -> dict[str, str]:
     """The JSON object iFlow expects for one scan."""
     return {"date": item.date, "time": item.time, "rfidTag": item.tag, "errorMsg": ""}
+
+
+def _json_text(value: str) -> str:
+    """``json.dumps(value)`` without the encoder's machinery for the usual plain text."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return json.dumps(value)
+
+
+def wire_text(item: Item) -> str:
+    """``json.dumps(wire(item), separators=(",", ":"))``, faster (one per record sent)."""
+    return (f'{{"date":{_json_text(item.date)},"time":{_json_text(item.time)},'
+            f'"rfidTag":{_json_text(item.tag)},"errorMsg":""}}')
 
 
 def _excerpt(body: bytes) -> str:
@@ -324,8 +335,12 @@ class IflowClient:
     access_token and version).  ``verify`` is True or a CA bundle path/dir;
     disabling TLS verification is refused.
 
-    Meant for one delivery thread: ``fit()`` keeps the request it measured so
-    that the ``send()`` of the same items does not build it again.
+    ``fit()`` keeps the request it measured so that the ``send()`` of the same
+    items does not build it again (one thread). ``prepare()`` returns it
+    instead, so one thread may build the next request while another thread
+    sends the current one. The client keeps no cookies (a server's session
+    cookie is of no use to an access-token API, and an empty jar is never
+    changed while a request is being built).
     """
 
     def __init__(
@@ -385,15 +400,18 @@ class IflowClient:
         self._deadline = connect_timeout + 2 * read_timeout
         user_agent_version = "".join(c for c in self._version if "!" <= c <= "~")[:40] or "unknown"
         self._cached: tuple[tuple[Item, ...], httpx.Request] | None = None
+        self._empty_len: int | None = None  # URL length with csv_data = "[]"
         # how httpx encodes each character a compact ASCII JSON text can hold
         self._enc_table = {
             c: str(httpx.QueryParams({"c": chr(c)}))[2:] for c in range(32, 127)
         }
+        self._comma_len = self._encoded_len(",")
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             verify=ssl_verify,
             transport=transport,
             follow_redirects=False,
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             headers={"User-Agent": f"rfid-agent/{user_agent_version}", "Accept": "application/json"},
         )
 
@@ -407,7 +425,7 @@ class IflowClient:
     # -- building ----------------------------------------------------------
 
     def _build(self, items: list[Item]) -> httpx.Request:
-        csv = json.dumps([wire(i) for i in items], separators=(",", ":"))  # ASCII: safe for any str
+        csv = "[" + ",".join(map(wire_text, items)) + "]"  # ASCII: safe for any str
         if self._in_body:
             return self._client.build_request(
                 "GET",
@@ -429,10 +447,8 @@ class IflowClient:
             return cached[1]
         return self._build(items)
 
-    def _measured(self, items: list[Item]) -> int:
-        """Exact URL length for ``items``; the request is kept for send()."""
-        request = self._build(items)
-        self._cached = (tuple(items), request)
+    @staticmethod
+    def _url_len(request: httpx.Request) -> int:
         return len(str(request.url))
 
     def _encoded_len(self, text: str) -> int:
@@ -441,44 +457,62 @@ class IflowClient:
     def fit(self, items: list[Item]) -> int:
         """How many leading ``items`` fit in one request whose URL stays within
         ``max_url_bytes``; 0 when not even one does (or ``items`` is empty).
+        The request is kept for the ``send()`` of exactly those items."""
+        n, request = self.prepare(items)
+        self._cached = (tuple(items[:n]), request) if request is not None else None
+        return n
+
+    def prepare(self, items: list[Item]) -> tuple[int, httpx.Request | None]:
+        """How many leading ``items`` fit in one request, and that request (for
+        ``send(items[:n], request)``); ``(0, None)`` when not even one fits.
 
         Percent-encoding is per character, so the URL grows by a computable
-        amount per item: the count is estimated from one exact measurement,
-        confirmed by a second one, and found by bisection only if the two
-        disagree.
+        amount per item: the count is computed from the length of the URL with
+        an empty list, confirmed by building the request, and found by
+        bisection only if the two disagree. Touches no state shared with
+        ``send()``: one thread may prepare the next request while another sends.
         """
         if not items:
-            return 0
+            return 0, None
         if self._in_body:  # the URL does not grow with the batch
-            return len(items) if self._measured(items) <= self._max_url else 0
-        first = self._measured(items[:1])
-        if first > self._max_url:
-            return 0
+            request = self._build(items)
+            return (len(items), request) if self._url_len(request) <= self._max_url else (0, None)
+        if self._empty_len is None:
+            self._empty_len = self._url_len(self._build([]))
         # an encoded scan is well over 40 bytes, so no more than this can fit
         cap = min(len(items), self._max_url // 40 + 1)
-        comma = self._encoded_len(",")
-        total, n = first, 1
-        for item in items[1:cap]:
-            grown = total + comma + self._encoded_len(json.dumps(wire(item), separators=(",", ":")))
+        total, n = self._empty_len, 0
+        for item in items[:cap]:
+            grown = total + (self._comma_len if n else 0) + self._encoded_len(wire_text(item))
             if grown > self._max_url:
                 break
             total, n = grown, n + 1
-        if n == 1 or self._measured(items[:n]) == total:
-            return n
+        if n:
+            request = self._build(items[:n])
+            if self._url_len(request) == total:
+                return n, request
         return self._bisect(items, cap)
 
-    def _bisect(self, items: list[Item], cap: int) -> int:
-        if self._measured(items[:cap]) <= self._max_url:
-            return cap
+    def _bisect(self, items: list[Item], cap: int) -> tuple[int, httpx.Request | None]:
+        def fits(k: int) -> httpx.Request | None:
+            request = self._build(items[:k])
+            return request if self._url_len(request) <= self._max_url else None
+
+        good_request = fits(1)
+        if good_request is None:
+            return 0, None
+        whole = fits(cap)
+        if whole is not None:
+            return cap, whole
         good, bad = 1, cap  # invariant: good fits, bad does not
         while bad - good > 1:
             mid = (good + bad) // 2
-            if self._measured(items[:mid]) <= self._max_url:
-                good = mid
+            request = fits(mid)
+            if request is not None:
+                good, good_request = mid, request
             else:
                 bad = mid
-        self._measured(items[:good])  # leave the winner in the cache for send()
-        return good
+        return good, good_request
 
     # -- sending -----------------------------------------------------------
 
@@ -519,16 +553,19 @@ class IflowClient:
             error = self._transport_error(exc)
         return b"".join(chunks)[:limit], error
 
-    def send(self, items: list[Item]) -> list[Outcome]:
+    def send(self, items: list[Item], request: httpx.Request | None = None) -> list[Outcome]:
         """Send one batch in one GET; one Outcome per item, in order.
 
-        Raises :class:`DeliveryError` when nothing in the batch can be counted
-        as delivered.  Never raises anything chained to an httpx exception.
+        ``request`` is the one ``prepare(items)`` built (else it is built here
+        or taken from ``fit()``). Raises :class:`DeliveryError` when nothing in
+        the batch can be counted as delivered. Never raises anything chained to
+        an httpx exception.
         """
         if not items:
             return []
-        request = self._request(items)
-        url_len = len(str(request.url))
+        if request is None:
+            request = self._request(items)
+        url_len = self._url_len(request)
         if url_len > self._max_url:
             raise DeliveryError(
                 "too_long",

@@ -107,13 +107,17 @@ class _Segment:
         self.db = TinyDB(info.path, storage=AtomicJSONStorage, fs=fs)
         self.table = self.db.table(TABLE, cache_size=0)
 
+    def raw(self) -> dict[str, dict]:
+        """The storage's own parsed table (cached after the first read): read only."""
+        return (self.db.storage.read() or {}).get(TABLE, {})
+
     def docs(self) -> list[dict]:
         """The segment's records in insertion order, with their location keys.
 
         Read from the storage's parsed document (cached after the first read),
         not through TinyDB's Document wrappers: this is on every delivery batch.
         """
-        raw = (self.db.storage.read() or {}).get(TABLE, {})
+        raw = self.raw()
         number = self.info.number
         out = [dict(doc, _seg=number, _doc=int(doc_id)) for doc_id, doc in raw.items()]
         out.sort(key=lambda r: r["_doc"])
@@ -163,7 +167,7 @@ class Journal:
             info = SegmentInfo(int(m.group(1)), os.path.join(self.directory, name))
             try:
                 seg = _Segment(info, self.fs)
-                info.absorb(seg.docs())
+                info.absorb(seg.raw().values())
                 seg.close()
             except CorruptFile as exc:
                 self._quarantine(info.path, exc.reason)
@@ -285,7 +289,7 @@ class Journal:
                 except OSError as exc:
                     raise JournalError(f"could not update journal: {exc.strerror or exc}") from exc
                 with self._meta:
-                    info.absorb(seg.docs())
+                    info.absorb(seg.raw().values())
                 changed += len(per_doc)
         return changed
 

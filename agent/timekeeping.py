@@ -112,7 +112,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 from zoneinfo import ZoneInfo
 
 try:
@@ -152,6 +152,7 @@ __all__ = [
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 DEFAULT_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
 CONFIRM_TOLERANCE_NS = 50_000_000
 POLICIES = ("hold", "send")
@@ -359,6 +360,7 @@ class AnchorStore:
         self._write = write
         self._lock = threading.Lock()
         self._boots: dict[str, dict[str, Any]] = {}  # insertion order = boot order
+        self._latest: tuple[int | None] | None = None  # cached latest_synced_wall(); None: stale
         self.reload()
 
     # -- reading
@@ -366,6 +368,7 @@ class AnchorStore:
         """Re-read the file (for processes other than the daemon)."""
         with self._lock:
             self._boots = self._load()
+            self._latest = None
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -425,8 +428,10 @@ class AnchorStore:
     def latest_synced_wall(self) -> int | None:
         """The newest synchronised wall time seen in any boot (ns)."""
         with self._lock:
-            walls = [b["last"][0] for b in self._boots.values() if b["last"] is not None]
-        return max(walls) if walls else None
+            if self._latest is None:  # computed once per change (asked once per record sent)
+                walls = [b["last"][0] for b in self._boots.values() if b["last"] is not None]
+                self._latest = (max(walls) if walls else None,)
+            return self._latest[0]
 
     @staticmethod
     def _snap(boot_id: str, b: dict[str, Any]) -> BootAnchors:
@@ -453,11 +458,13 @@ class AnchorStore:
             if b["first"] is None:
                 b["first"] = (wall_ns, mono_ns)
             b["last"] = (wall_ns, mono_ns)
+            self._latest = None
             self._save()
 
     def _add_boot(self, boot_id: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"anchors": [], "first": None, "last": None}
         self._boots[boot_id] = entry
+        self._latest = None
         while len(self._boots) > MAX_BOOTS:
             del self._boots[next(iter(self._boots))]
         return entry
@@ -479,8 +486,7 @@ class AnchorStore:
 # the clock
 
 
-@dataclass(frozen=True)
-class Effective:
+class Effective(NamedTuple):
     """The decision for one record (see the module docstring)."""
 
     when: datetime | None  # the UTC time to send, or None when not sendable now
@@ -493,8 +499,7 @@ class Effective:
         return self.when is not None
 
 
-@dataclass(frozen=True)
-class _Rec:
+class _Rec(NamedTuple):
     original: datetime
     original_ns: int
     boot_id: str | None
@@ -516,6 +521,7 @@ def _parse_record(record: dict) -> _Rec:
     if original.tzinfo is None or original.utcoffset() is None:
         raise ValueError(f"record captured_at has no UTC offset: {cap!r:.40}")
     original = original.astimezone(UTC)
+    original_ns = (original - EPOCH) // _MICROSECOND * 1000
     boot_id = record.get("boot_id")
     if boot_id is not None and not isinstance(boot_id, str):
         raise ValueError(f"record boot_id must be a string: {boot_id!r:.40}")
@@ -525,7 +531,7 @@ def _parse_record(record: dict) -> _Rec:
     synced = record.get("synced")
     if not isinstance(synced, bool):
         raise ValueError(f"record synced must be a bool: {synced!r:.40}")
-    return _Rec(original, datetime_to_ns(original), boot_id or None, mono, synced,
+    return _Rec(original, original_ns, boot_id or None, mono, synced,
                 record.get("released") is True)
 
 
