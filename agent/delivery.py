@@ -151,9 +151,7 @@ class Deliverer:
         out: list[Candidate] = []
         held: Counter = Counter()
         last_seg = None
-        for rec in self.journal.records(("pending",)):
-            if rec["id"] in skip:
-                continue
+        for rec in self.journal.records(("pending",), skip=skip):
             if len(out) >= limit and not count_all and not (whole_segments and rec["_seg"] == last_seg):
                 break
             if release_unsynced and not rec.get("released"):
@@ -264,13 +262,24 @@ class Deliverer:
         def stopped() -> bool:
             return stop is not None and stop.is_set()
 
+        started = threading.Event()
+
+        def send(items: list[Item], request: Any) -> list[Outcome]:
+            started.set()
+            return self.client.send(items, request)
+
         if stopped():
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iflow-send") as sender:
             ready = self._prepare(summary, release_unsynced)
             while ready is not None:
                 batch, request = ready
-                job = sender.submit(self.client.send, [c[1] for c in batch], request)
+                started.clear()
+                job = sender.submit(send, [c[1] for c in batch], request)
+                # Let the helper take the interpreter now, until the request is on
+                # the wire (CPython would otherwise hand it over only after its
+                # switch interval, 5 ms): the server works while this thread prepares.
+                started.wait(1.0)  # a hint only: never wait long
                 self._inflight = self._take(batch)
                 ready, later = None, None
                 if not stopped():

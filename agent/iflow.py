@@ -400,12 +400,12 @@ class IflowClient:
         self._deadline = connect_timeout + 2 * read_timeout
         user_agent_version = "".join(c for c in self._version if "!" <= c <= "~")[:40] or "unknown"
         self._cached: tuple[tuple[Item, ...], httpx.Request] | None = None
-        self._empty_len: int | None = None  # URL length with csv_data = "[]"
-        # how httpx encodes each character a compact ASCII JSON text can hold
+        # how httpx encodes each character of a JSON text (ASCII without controls)
         self._enc_table = {
-            c: str(httpx.QueryParams({"c": chr(c)}))[2:] for c in range(32, 127)
+            c: str(httpx.QueryParams({"c": chr(c)}))[2:] for c in range(32, 128)
         }
-        self._comma_len = self._encoded_len(",")
+        self._comma = ",".translate(self._enc_table)
+        self._affix: tuple[str, str] | None = None  # the URL before and after csv_data's value
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             verify=ssl_verify,
@@ -425,7 +425,9 @@ class IflowClient:
     # -- building ----------------------------------------------------------
 
     def _build(self, items: list[Item]) -> httpx.Request:
-        csv = "[" + ",".join(map(wire_text, items)) + "]"  # ASCII: safe for any str
+        return self._build_csv("[" + ",".join(map(wire_text, items)) + "]")  # ASCII: safe for any str
+
+    def _build_csv(self, csv: str) -> httpx.Request:
         if self._in_body:
             return self._client.build_request(
                 "GET",
@@ -440,6 +442,16 @@ class IflowClient:
             params={"access_token": self._token, "csv_data": csv, "version": self._version},
         )
 
+    def _split_url(self) -> tuple[str, str]:
+        """The URL httpx builds, split around csv_data's (encoded) value: the
+        query is then assembled from each record's encoding, computed once."""
+        sentinel = "CSVDATA0VALUE0MARK"
+        url = str(self._build_csv(sentinel).url)
+        if url.count(sentinel) != 1:  # pragma: no cover - a URL holding the mark
+            return "", ""
+        before, _, after = url.partition(sentinel)
+        return before, after
+
     def _request(self, items: list[Item]) -> httpx.Request:
         """Build (or take from fit()'s cache) the request for exactly ``items``."""
         cached, self._cached = self._cached, None
@@ -450,9 +462,6 @@ class IflowClient:
     @staticmethod
     def _url_len(request: httpx.Request) -> int:
         return len(str(request.url))
-
-    def _encoded_len(self, text: str) -> int:
-        return len(text.translate(self._enc_table))
 
     def fit(self, items: list[Item]) -> int:
         """How many leading ``items`` fit in one request whose URL stays within
@@ -466,31 +475,41 @@ class IflowClient:
         """How many leading ``items`` fit in one request, and that request (for
         ``send(items[:n], request)``); ``(0, None)`` when not even one fits.
 
-        Percent-encoding is per character, so the URL grows by a computable
-        amount per item: the count is computed from the length of the URL with
-        an empty list, confirmed by building the request, and found by
-        bisection only if the two disagree. Touches no state shared with
-        ``send()``: one thread may prepare the next request while another sends.
+        httpx percent-encodes a query value character by character, so each
+        record's share of the URL is its JSON text through httpx's own table:
+        the query is assembled from those shares between the parts of the URL
+        httpx builds around csv_data, then parsed by httpx; only if that ever
+        differed from what httpx builds from the parameters would the count be
+        found by bisection instead. Touches no state shared with ``send()``:
+        one thread may prepare the next request while another sends.
         """
         if not items:
             return 0, None
         if self._in_body:  # the URL does not grow with the batch
             request = self._build(items)
             return (len(items), request) if self._url_len(request) <= self._max_url else (0, None)
-        if self._empty_len is None:
-            self._empty_len = self._url_len(self._build([]))
+        if self._affix is None:
+            self._affix = self._split_url()
+        before, after = self._affix
         # an encoded scan is well over 40 bytes, so no more than this can fit
         cap = min(len(items), self._max_url // 40 + 1)
-        total, n = self._empty_len, 0
-        for item in items[:cap]:
-            grown = total + (self._comma_len if n else 0) + self._encoded_len(wire_text(item))
-            if grown > self._max_url:
-                break
-            total, n = grown, n + 1
-        if n:
-            request = self._build(items[:n])
-            if self._url_len(request) == total:
-                return n, request
+        if before:
+            opening, closing, comma = "[".translate(self._enc_table), "]".translate(self._enc_table), self._comma
+            room = self._max_url - len(before) - len(after) - len(opening) - len(closing)
+            parts: list[str] = []
+            size = 0
+            for item in items[:cap]:
+                part = wire_text(item).translate(self._enc_table)
+                grown = size + len(part) + (len(comma) if parts else 0)
+                if grown > room:
+                    break
+                parts.append(part)
+                size = grown
+            if parts:
+                url = before + opening + comma.join(parts) + closing + after
+                request = self._client.build_request("GET", httpx.URL(url))
+                if str(request.url) == url:  # exactly what httpx itself builds
+                    return len(parts), request
         return self._bisect(items, cap)
 
     def _bisect(self, items: list[Item], cap: int) -> tuple[int, httpx.Request | None]:
@@ -600,42 +619,37 @@ class IflowClient:
         self, items: list[Item], status: int, headers: httpx.Headers, body: bytes
     ) -> list[Outcome]:
         host = self._host
-        excerpt = _excerpt(body) or None
-        error: DeliveryError | None = None
-        outcomes: list[Outcome] = []
         if 200 <= status < 300:
             try:
-                outcomes = classify(items, body)
+                return classify(items, body)
             except AnswerError as exc:
-                error = DeliveryError(
+                unusable = DeliveryError(
                     "bad_answer",
                     f"unusable answer from {host} (HTTP {status}): {exc.reason}",
                     status=status,
                     excerpt=exc.excerpt or None,
                 )
-        elif status in (401, 403):
-            error = DeliveryError(
+            raise unusable  # outside the handler: nothing chained, not even as context
+        excerpt = _excerpt(body) or None  # a failure only: logged and shown
+        if status in (401, 403):
+            raise DeliveryError(
                 "auth",
                 f"{host} refused the access token (HTTP {status}); check the token registered "
                 "in iFlow under settings -> rfid devices",
                 status=status,
                 excerpt=excerpt,
             )
-        elif status in (414, 431):
-            error = DeliveryError(
+        if status in (414, 431):
+            raise DeliveryError(
                 "too_long", f"{host} found the request too long (HTTP {status})", status=status, excerpt=excerpt
             )
-        else:
-            retry_after = parse_retry_after(headers.get("retry-after"))
-            text = f"{host} answered HTTP {status}"
-            if 300 <= status < 400 and headers.get("location"):
-                text += f" (redirect to {headers['location'][:200]})"
-            if retry_after is not None:
-                text += f"; retry after {retry_after:g} s"
-            error = DeliveryError("http", text, status=status, retry_after=retry_after, excerpt=excerpt)
-        if error is not None:
-            raise error
-        return outcomes
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        text = f"{host} answered HTTP {status}"
+        if 300 <= status < 400 and headers.get("location"):
+            text += f" (redirect to {headers['location'][:200]})"
+        if retry_after is not None:
+            text += f"; retry after {retry_after:g} s"
+        raise DeliveryError("http", text, status=status, retry_after=retry_after, excerpt=excerpt)
 
     def close(self) -> None:
         self._client.close()

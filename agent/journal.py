@@ -45,7 +45,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Container, Iterable, Iterator
 
 from tinydb import TinyDB
 
@@ -111,15 +111,18 @@ class _Segment:
         """The storage's own parsed table (cached after the first read): read only."""
         return (self.db.storage.read() or {}).get(TABLE, {})
 
-    def docs(self) -> list[dict]:
-        """The segment's records in insertion order, with their location keys.
+    def docs(self, states: frozenset[str] | set[str] | None = None,
+             skip: Container[str] = ()) -> list[dict]:
+        """The segment's records in insertion order, with their location keys
+        (only those in ``states`` and whose id is not in ``skip``, if given).
 
         Read from the storage's parsed document (cached after the first read),
-        not through TinyDB's Document wrappers: this is on every delivery batch.
+        not through TinyDB's Document wrappers, and filtered before copying:
+        this is on every refill of a delivery pass.
         """
-        raw = self.raw()
         number = self.info.number
-        out = [dict(doc, _seg=number, _doc=int(doc_id)) for doc_id, doc in raw.items()]
+        out = [dict(doc, _seg=number, _doc=int(doc_id)) for doc_id, doc in self.raw().items()
+               if (states is None or doc.get("state") in states) and doc.get("id") not in skip]
         out.sort(key=lambda r: r["_doc"])
         return out
 
@@ -319,17 +322,19 @@ class Journal:
 
     # ---------------------------------------------------------------- reads
 
-    def _segment_docs(self, number: int) -> list[dict]:
+    def _segment_docs(self, number: int, states: set[str] | None = None,
+                      skip: Container[str] = ()) -> list[dict]:
         with self._meta:
             info = self._segments.get(number)
             if info is None:
                 return []
             seg = self._segment(number)
         with info.lock:
-            return seg.docs()
+            return seg.docs(states, skip)
 
-    def records(self, states: Iterable[str] | None = None) -> Iterator[dict]:
-        """Every record (optionally only those in ``states``), oldest first.
+    def records(self, states: Iterable[str] | None = None, *, skip: Container[str] = ()) -> Iterator[dict]:
+        """Every record (optionally only those in ``states``, and not those
+        whose id is in ``skip``), oldest first.
 
         Streams one segment at a time; records carry their location keys.
         """
@@ -342,9 +347,7 @@ class Journal:
                 continue
             if wanted is not None and not any(info.states.get(s) for s in wanted):
                 continue
-            for rec in self._segment_docs(number):
-                if wanted is None or rec.get("state") in wanted:
-                    yield rec
+            yield from self._segment_docs(number, wanted, skip)
 
     def pending(self, limit: int | None = None) -> list[dict]:
         """Pending records, oldest first (journal order), at most ``limit``."""

@@ -640,6 +640,7 @@ def bench_flush(ctx: Context) -> Section:
         state = ctx.tmp / f"flush-state-{rnd}"
         shutil.copytree(seed, state)
         os.chmod(state, 0o700)
+        os.sync()  # else the agent's first fsync also writes out the fresh copy (ext4 data=ordered)
         with IflowStandin(token=token) as standin:
             config = ctx.tmp / f"flush-{rnd}.toml"
             config.write_text(

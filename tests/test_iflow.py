@@ -27,6 +27,7 @@ from agent.iflow import (
     classify,
     parse_retry_after,
     wire,
+    wire_text,
 )
 from agent.standin import IflowStandin
 
@@ -66,6 +67,12 @@ def test_wire_format():
         "rfidTag": "123",
         "errorMsg": "",
     }
+
+
+@given(st.text(), st.text(), st.text())
+def test_wire_text_is_the_json_of_the_wire_object(tag, date, time_):
+    item = Item("k", tag, date, time_)
+    assert wire_text(item) == json.dumps(wire(item), separators=(",", ":"))
 
 
 def test_the_contract_example_answer():
@@ -517,6 +524,28 @@ def test_fit_keeps_every_url_within_the_limit(server):
             pending = pending[n:]
     assert sum(sizes) == 200 and len(sizes) > 5
     assert len(server.stored) == 200
+
+
+_ODD = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(["\x7f", "a b+c&d=e%41", "\u2028ș"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(tags=st.lists(_ODD, min_size=1, max_size=90), token=_ODD.filter(bool), version=_ODD,
+       limit=st.integers(300, 9000))
+def test_prepared_request_is_exactly_what_httpx_builds(tags, token, version, limit):
+    """prepare() assembles the query from per-record encodings: the URL must be
+    byte for byte the one httpx builds from the parameters, and hold as many
+    records as fit, whatever the tags, token and version hold."""
+    with IflowClient("http://127.0.0.1:9/api/x?site=1", token, version, max_url_bytes=limit) as c:
+        items = [Item(str(i), tag, "2026-11-01", f"08:00:{i % 60:02d}") for i, tag in enumerate(tags)]
+        n, request = c.prepare(items)
+        if n == 0:
+            assert request is None and len(str(c._build(items[:1]).url)) > limit
+            return
+        assert str(request.url) == str(c._build(items[:n]).url)
+        assert len(str(request.url)) <= limit
+        if n < len(items):
+            assert len(str(c._build(items[: n + 1]).url)) > limit
 
 
 def test_fit_edge_cases(server):

@@ -40,10 +40,10 @@ class TimedClient(IflowClient):
         self.durations: list[float] = []
         self.records_sent = 0
 
-    def send(self, items):
+    def send(self, items, request=None):
         t0 = time.monotonic()
         try:
-            return super().send(items)
+            return super().send(items, request)
         finally:
             self.durations.append(time.monotonic() - t0)
             self.records_sent += len(items)
