@@ -123,6 +123,7 @@ class Deliverer:
         self._queue: list[Candidate] = []  # this pass's pinned candidates, oldest first
         self._sent: set[str] = set()  # ids answered in the current pass: never resent in it
         self._inflight: dict[str, int] = {}  # id -> segment of the records being sent
+        self._tried: set[str] = set()  # ids of failed requests in this pass (maybe sent)
         self._unwritten: list[tuple[dict, dict[str, Any]]] = []  # outcomes not yet in the journal
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -174,11 +175,12 @@ class Deliverer:
         """Candidates for the next request, from the pass's queue.
 
         The queue is refilled a segment or more at a time, whole segments, and
-        the send time of every record it adds is pinned in one durable write
-        first: one write per segment instead of one per request, and a record
-        is pinned before its first send whatever happens after. Outcomes
-        gathered so far are written just before (those of segments the queue
-        is done with), so each segment is written about twice per pass.
+        the send time of every record it adds is pinned first, in one durable
+        write of the journal's small pins file: a record is pinned before its
+        first send whatever happens after (pins of records the pass never
+        sent are dropped at its end). Outcomes gathered so far are written just
+        before (those of segments the queue is done with), so each segment is
+        rewritten about once per pass.
         """
         want = min(self.batch_limit, self._last_fit + 8)
         if len(self._queue) < want:
@@ -186,11 +188,15 @@ class Deliverer:
             skip = self._sent | self._inflight.keys() | {c[1].key for c in self._queue}
             more, _ = self._candidates(release_unsynced, limit=max(want, self.journal.segment_size),
                                        skip=skip, whole_segments=True)
-            pins = [(rec, {"sent_date": item.date, "sent_time": item.time})
-                    for rec, item, _ in more if _pinned(rec) != (item.date, item.time)]
-            self._journal_write(pins, "could not pin send times (%s); not sending")
-            for rec, fields in pins:
-                rec.update(fields)
+            pins = [(rec, item) for rec, item, _ in more if _pinned(rec) != (item.date, item.time)]
+            if pins:
+                try:
+                    self.journal.pin((item.key, item.date, item.time) for _, item in pins)
+                except JournalError as exc:
+                    log.error("could not pin send times (%s); not sending", exc)
+                    raise DeliveryError("journal", f"journal write failed: {exc}") from None
+            for rec, item in pins:
+                rec["sent_date"], rec["sent_time"] = item.date, item.time
             self._queue.extend(more)
             self._queue.sort(key=lambda c: _order(c[2]))
         return self._queue[:want]
@@ -247,7 +253,9 @@ class Deliverer:
         return keys
 
     def _put_back(self, batch: list[Candidate]) -> None:
-        """Return the batch of a failed request to the queue."""
+        """Return the batch of a failed request to the queue (maybe sent: its
+        pins stay)."""
+        self._tried.update(c[1].key for c in batch)
         self._queue.extend(batch)
         self._queue.sort(key=lambda c: _order(c[2]))
         self._inflight = {}
@@ -425,6 +433,9 @@ class Deliverer:
                 try:
                     self._commit()
                 finally:
+                    # Pinned but never sent: their time is decided afresh next pass.
+                    self.journal.unpin(c[1].key for c in self._queue if c[1].key not in self._tried)
+                    self._tried.clear()
                     self._sent.clear()
                     self._queue = []
                     self._inflight = {}

@@ -28,6 +28,14 @@ A record (one per scan)::
 Delivered, duplicate and rejected records stay as history; a segment whose
 records are all final and untouched for ``retention_days`` is deleted.
 
+Pins (``<state_dir>/journal/pins.json``, one small JSON object, replaced
+atomically): the date and time a pending record is about to be sent with,
+written durably before it is first sent, so that every resend after a crash
+is identical (:meth:`Journal.pin`). Records are read with their pin as
+``sent_date`` / ``sent_time``; the pin is dropped once the record is final
+(its segment then holds the same fields). Pinning costs one small write per
+delivery refill instead of rewriting whole segments.
+
 Concurrency: one process writes (the daemon, or a command holding the journal
 lock when no daemon runs). Inside it, a lock per segment serialises writers to
 that segment and a short meta lock guards the segment list, so the door's
@@ -36,6 +44,7 @@ insert never waits for the uploader's work on older segments.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -58,6 +67,7 @@ STATES = ("pending", "delivered", "duplicate", "rejected")
 FINAL_STATES = frozenset({"delivered", "duplicate", "rejected"})
 TABLE = "scans"
 _SEGMENT_RE = re.compile(r"^seg-(\d{8})\.json$")
+PINS_FILE = "pins.json"
 # Keys that locate a record inside the journal; returned with records, never stored.
 LOC_KEYS = ("_seg", "_doc")
 
@@ -112,9 +122,10 @@ class _Segment:
         return (self.db.storage.read() or {}).get(TABLE, {})
 
     def docs(self, states: frozenset[str] | set[str] | None = None,
-             skip: Container[str] = ()) -> list[dict]:
+             skip: Container[str] = (), pins: dict[str, tuple[str, str]] | None = None) -> list[dict]:
         """The segment's records in insertion order, with their location keys
-        (only those in ``states`` and whose id is not in ``skip``, if given).
+        (only those in ``states`` and whose id is not in ``skip``, if given),
+        pending ones with their send time from ``pins``.
 
         Read from the storage's parsed document (cached after the first read),
         not through TinyDB's Document wrappers, and filtered before copying:
@@ -124,6 +135,11 @@ class _Segment:
         out = [dict(doc, _seg=number, _doc=int(doc_id)) for doc_id, doc in self.raw().items()
                if (states is None or doc.get("state") in states) and doc.get("id") not in skip]
         out.sort(key=lambda r: r["_doc"])
+        if pins:
+            for rec in out:
+                pin = pins.get(rec["id"])
+                if pin is not None and rec.get("state") == "pending":
+                    rec["sent_date"], rec["sent_time"] = pin
         return out
 
     def close(self) -> None:
@@ -151,6 +167,10 @@ class Journal:
         self._open: dict[int, _Segment] = {}  # active + a few recently used
         self._open_cache = open_cache
         self.quarantined: list[str] = []
+        self._pins_path = os.path.join(directory, PINS_FILE)
+        # id -> (date, time); replaced, never mutated, so readers need no lock
+        self._pins: dict[str, tuple[str, str]] = {}
+        self._pins_lock = threading.Lock()
         self._open_journal()
 
     # ------------------------------------------------------------------ open
@@ -163,6 +183,8 @@ class Journal:
                 # An interrupted atomic write: the real file is intact.
                 self.fs.unlink(os.path.join(self.directory, name))
                 log.info("removed stray temp file %s", name)
+        pins = self._load_pins() if PINS_FILE in names else {}
+        pending: set[str] = set()
         for name in names:
             m = _SEGMENT_RE.match(name)
             if not m:
@@ -170,12 +192,42 @@ class Journal:
             info = SegmentInfo(int(m.group(1)), os.path.join(self.directory, name))
             try:
                 seg = _Segment(info, self.fs)
-                info.absorb(seg.raw().values())
+                docs = seg.raw().values()
+                info.absorb(docs)
+                if pins:
+                    pending.update(d.get("id") for d in docs if d.get("state") == "pending")
                 seg.close()
             except CorruptFile as exc:
                 self._quarantine(info.path, exc.reason)
                 continue
             self._segments[info.number] = info
+        # Pins of records that are no longer pending are history: forget them.
+        self._pins = {k: v for k, v in pins.items() if k in pending}
+
+    def _load_pins(self) -> dict[str, tuple[str, str]]:
+        try:
+            raw = self.fs.read_bytes(self._pins_path)
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+            if not isinstance(doc, dict) or not isinstance(doc.get("pins"), dict):
+                raise ValueError("not a pins document")
+            pins = {}
+            for key, value in doc["pins"].items():
+                if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+                    raise ValueError(f"bad pin for {key!r:.40}")
+                pins[key] = (value[0], value[1])
+            return pins
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            aside = f"{self._pins_path}.corrupt-{stamp}"
+            self.fs.move_aside(self._pins_path, aside)
+            self.quarantined.append(aside)
+            log.error("JOURNAL PINS UNREADABLE: %s (%s); moved aside to %s. Scans being resent after an "
+                      "interruption may reach iFlow with a corrected time, as a second attendance.",
+                      self._pins_path, exc, aside)
+            return {}
 
     def _quarantine(self, path: str, reason: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -272,6 +324,7 @@ class Journal:
         Changes to one segment are written in one durable write. Returns the
         number of records changed. Raises :class:`JournalError`.
         """
+        changes = list(changes)
         by_seg: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
         for rec, fields in changes:
             by_seg.setdefault(rec["_seg"], {})[rec["_doc"]] = (rec["id"], fields)
@@ -294,7 +347,38 @@ class Journal:
                 with self._meta:
                     info.absorb(seg.raw().values())
                 changed += len(per_doc)
+        # A final record carries its send time itself: its pin is history.
+        final = [rec["id"] for rec, fields in changes if fields.get("state") in FINAL_STATES]
+        if final and self._pins:
+            self.unpin(final)
         return changed
+
+    def pin(self, pins: Iterable[tuple[str, str, str]]) -> None:
+        """Durably record ``(id, date, time)``: the local date and time pending
+        records are about to be sent with (see the module docstring). Returns
+        only once the pins file was fsynced and renamed into place. Raises
+        :class:`JournalError`."""
+        with self._pins_lock:
+            new = dict(self._pins)
+            new.update((rid, (date, time_)) for rid, date, time_ in pins)
+            doc = {"version": 1, "pins": {k: list(v) for k, v in new.items()}}
+            try:
+                self.fs.atomic_write(self._pins_path, json.dumps(doc, separators=(",", ":")).encode())
+            except OSError as exc:
+                raise JournalError(f"could not pin send times: {exc.strerror or exc}") from exc
+            self._pins = new
+
+    def unpin(self, ids: Iterable[str]) -> None:
+        """Forget pins of records that were never sent (kept on disk until the
+        next :meth:`pin`; a pin left there only fixes a time, it never adds a send)."""
+        with self._pins_lock:
+            drop = set(ids) & self._pins.keys()
+            if drop:
+                self._pins = {k: v for k, v in self._pins.items() if k not in drop}
+
+    def pinned(self) -> int:
+        """How many pending records have a pin."""
+        return len(self._pins)
 
     def compact(self, now: float | None = None) -> int:
         """Delete segments whose records are all final and older than retention."""
@@ -330,7 +414,7 @@ class Journal:
                 return []
             seg = self._segment(number)
         with info.lock:
-            return seg.docs(states, skip)
+            return seg.docs(states, skip, self._pins)
 
     def records(self, states: Iterable[str] | None = None, *, skip: Container[str] = ()) -> Iterator[dict]:
         """Every record (optionally only those in ``states``, and not those

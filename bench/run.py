@@ -626,7 +626,7 @@ def bench_flush(ctx: Context) -> Section:
     from agent.standin import IflowStandin
 
     backlog = ctx.params.memory_backlog
-    rounds = 1 if ctx.params.quick else 2
+    rounds = 1 if ctx.params.quick else int(os.environ.get("BENCH_ROUNDS", "2"))
     token = "bench-token-0123456789"
     seed = ctx.tmp / "flush-seed"
     seed.mkdir(mode=0o700)

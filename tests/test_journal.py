@@ -153,8 +153,13 @@ def workload(j: Journal, acked: dict) -> None:
         r = j.append(scan(i))
         acked[r["id"]] = "pending"
         recs.append(r)
+    j.pin([(recs[5]["id"], "2026-01-01", "08:00:05"), (recs[7]["id"], "2026-01-01", "08:00:07")])
+    acked[("pin", recs[5]["id"])] = ("2026-01-01", "08:00:05")
+    acked[("pin", recs[7]["id"])] = ("2026-01-01", "08:00:07")
     j.update([(recs[4], {"state": "rejected", "message": "no"}), (recs[6], {"state": "duplicate"})])
     acked[recs[4]["id"]], acked[recs[6]["id"]] = "rejected", "duplicate"
+    j.pin([(recs[8]["id"], "2026-01-01", "08:00:08")])
+    acked[("pin", recs[8]["id"])] = ("2026-01-01", "08:00:08")
     j.compact(now=1_900_000_000)  # deletes segment 1 (all delivered, old)
     for r in recs[:4]:
         acked.pop(r["id"])  # gone by design: history past retention
@@ -167,11 +172,17 @@ WORKLOAD_TAGS = {scan(i)["tag"] for i in range(10)}
 
 def check_recovered(fs: CrashFS, acked: dict) -> None:
     j = Journal(D, segment_size=4, retention_days=1, fs=fs)
-    got = {}
+    got, when = {}, {}
     for rec in j.records():
         assert rec["id"] not in got, "a scan is in the journal twice"
         got[rec["id"]] = rec["state"]
+        when[rec["id"]] = (rec.get("sent_date"), rec.get("sent_time"))
+    pins = {key[1]: pin for key, pin in acked.items() if isinstance(key, tuple)}
+    for rid, pin in pins.items():
+        assert when[rid] == pin, f"acknowledged pin of {rid} lost"
     for rid, state in acked.items():
+        if isinstance(rid, tuple):
+            continue
         assert rid in got, f"acknowledged scan {rid} lost"
         # An acknowledged state is there, or a later change that was in flight.
         assert got[rid] == state or got[rid] in {"delivered", "duplicate", "rejected"}
@@ -229,3 +240,53 @@ def test_random_power_cuts_during_long_run():
             assert rid in got, f"trial {trial}: acknowledged scan lost"
             if state == "delivered":
                 assert got[rid] == "delivered"
+
+
+# ------------------------------------------------------------------ pins
+
+
+def test_pins_are_read_as_send_times_until_the_record_is_final(tmp_path, caplog):
+    j = Journal(str(tmp_path), segment_size=4)
+    recs = [j.append(scan(i)) for i in range(6)]
+    j.pin([(recs[1]["id"], "2026-03-29", "02:59:59"), (recs[5]["id"], "2026-03-29", "04:00:00")])
+    again = Journal(str(tmp_path), segment_size=4)  # as a restarted process sees it
+    when = {r["id"]: (r.get("sent_date"), r.get("sent_time")) for r in again.records()}
+    assert when[recs[1]["id"]] == ("2026-03-29", "02:59:59")
+    assert when[recs[5]["id"]] == ("2026-03-29", "04:00:00")
+    assert when[recs[0]["id"]] == (None, None)
+    assert again.pinned() == 2
+    # final: the segment holds the time; the pin is history
+    again.update([(r, {"state": "delivered", "sent_date": "2026-03-29", "sent_time": "02:59:59"})
+                  for r in again.records() if r["id"] == recs[1]["id"]])
+    assert again.pinned() == 1
+    again.unpin([recs[5]["id"]])  # never sent after all
+    assert again.pinned() == 0
+    # what is on disk still holds both; opening drops the one of a final record
+    assert set(json.loads((tmp_path / "pins.json").read_text())["pins"]) == {recs[1]["id"], recs[5]["id"]}
+    third = Journal(str(tmp_path), segment_size=4)
+    assert third.pinned() == 1
+    third.pin([])
+    assert set(json.loads((tmp_path / "pins.json").read_text())["pins"]) == {recs[5]["id"]}
+
+
+def test_unreadable_pins_file_is_moved_aside_and_the_journal_opens(tmp_path, caplog):
+    j = Journal(str(tmp_path), segment_size=4)
+    rec = j.append(scan(1))
+    (tmp_path / "pins.json").write_text('{"version": 1, "pins": {"x": [1, 2]}}')
+    again = Journal(str(tmp_path), segment_size=4)
+    assert again.pinned() == 0 and [r["id"] for r in again.records()] == [rec["id"]]
+    assert len(again.quarantined) == 1 and ".corrupt-" in again.quarantined[0]
+    assert "JOURNAL PINS UNREADABLE" in caplog.text
+    assert not (tmp_path / "pins.json").exists()
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4])  # write temp, fsync, rename, fsync dir
+def test_a_failed_pin_is_not_acknowledged(step):
+    fs = CrashFS()
+    j = Journal(D, segment_size=4, fs=fs)
+    rec = j.append(scan(0))
+    fs.fail_at = {fs.ops + step: errno.ENOSPC}
+    with pytest.raises(JournalError):
+        j.pin([(rec["id"], "2026-01-01", "08:00:00")])
+    assert j.pinned() == 0
+    assert next(j.records()).get("sent_date") is None
