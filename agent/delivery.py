@@ -41,11 +41,11 @@ log = logging.getLogger("agent.delivery")
 SENDABLE = frozenset({"ok", "corrected", "unsynced_sent"})
 
 
-def _effective(clock, rec: dict, policy: str):
-    """The time to send ``rec`` (see :meth:`agent.timekeeping.Clock.effective`);
+def _effective(decide, rec: dict):
+    """The time to send ``rec`` (``decide`` is a :meth:`agent.timekeeping.Clock.decider`);
     a record too malformed to place in time is held as "invalid", never sent."""
     try:
-        return clock.effective(rec, policy=policy)
+        return decide(rec)
     except ValueError as exc:
         log.error("record %s cannot be placed in time (%s); held", rec.get("id"), exc)
         return _Invalid
@@ -152,6 +152,7 @@ class Deliverer:
         out: list[Candidate] = []
         held: Counter = Counter()
         last_seg = None
+        decide = self.clock.decider(self.policy)
         for rec in self.journal.records(("pending",), skip=skip):
             if len(out) >= limit and not count_all and not (whole_segments and rec["_seg"] == last_seg):
                 break
@@ -159,7 +160,7 @@ class Deliverer:
                 probe = dict(rec, released=True)
             else:
                 probe = rec
-            eff = _effective(self.clock, probe, self.policy)
+            eff = _effective(decide, probe)
             pinned = _pinned(rec)
             if pinned is None and (eff.status not in SENDABLE or eff.when is None):
                 held[eff.status] += 1
@@ -379,10 +380,11 @@ class Deliverer:
         sendable = 0
         held: Counter = Counter()
         detail: dict[str, Any] = {}
+        decide = self.clock.decider(self.policy)
         for rec in self.journal.records(("pending",)):
             if release_unsynced:
                 rec["released"] = True
-            eff = _effective(self.clock, rec, self.policy)
+            eff = _effective(decide, rec)
             if _pinned(rec) is not None or (eff.status in SENDABLE and eff.when is not None):
                 sendable += 1
                 continue

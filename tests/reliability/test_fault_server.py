@@ -59,11 +59,14 @@ def scan(i: int, base: datetime) -> dict:
 class TrustedClock:
     """Every stamp is synchronised: time is not what this test is about."""
 
-    def effective(self, rec, policy="hold"):
+    def decider(self, policy="hold"):
         from agent.timekeeping import Effective
 
-        when = datetime.fromisoformat(rec["captured_at"])
-        return Effective(when, "ok", when)
+        def decide(rec):
+            when = datetime.fromisoformat(rec["captured_at"])
+            return Effective(when, "ok", when)
+
+        return decide
 
 
 def test_uploads_with_30_percent_faults(tmp_path):
