@@ -242,7 +242,6 @@ class Deliverer:
                 return cands[:n], request
             # One record alone does not fit in a URL: iFlow can never take it.
             self._take(cands[:1])
-            self._sent.add(cands[0][1].key)
             rec = cands[0][0]
             self._write(summary, [(rec, Outcome(rec["id"], "rejected",
                                                 "record too long for iflow.max_url_bytes"), cands[0])])

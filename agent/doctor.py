@@ -15,7 +15,8 @@ when it did not pass, what to do. In order:
 ``disk_space``     FAIL under 50 MB free, WARN under 500 MB
 ``journal``        opens (the daemon's status when it runs; otherwise the
                    journal lock is taken without waiting and the journal
-                   opened); a quarantined (unreadable) segment is a FAIL
+                   opened); a quarantined (unreadable) segment is a FAIL,
+                   an unreadable send-time pins file a WARN
 ``reader.NAME``    the device is present and permitted (or the running daemon
                    holds it, which is fine)
 ``gpio``           the gpiozero pin factory constructs (only when
@@ -399,10 +400,18 @@ def check_journal(ctx: _Ctx) -> list[Result]:
     quarantined = sorted(set(snap.get("quarantined") or []) | set(_corrupt_files(sd)))
     counts = (f"{snap.get('pending', 0)} pending, {snap.get('delivered', 0)} delivered, "
               f"{snap.get('rejected', 0)} rejected")
-    if quarantined:
-        return [_r("journal", FAIL, f"{len(quarantined)} unreadable segment(s) moved aside, their scans are NOT "
-                   f"delivered: {', '.join(quarantined)} ({counts})",
+    from agent.journal import PINS_FILE
+
+    pins = [q for q in quarantined if os.path.basename(q).startswith(PINS_FILE + ".corrupt-")]
+    segments = [q for q in quarantined if q not in pins]
+    if segments:
+        return [_r("journal", FAIL, f"{len(segments)} unreadable segment(s) moved aside, their scans are NOT "
+                   f"delivered: {', '.join(segments)} ({counts})",
                    "keep the file(s) for inspection; recover the records by hand, then delete them")]
+    if pins:
+        return [_r("journal", WARN, f"the send-time pins file was unreadable and moved aside: {', '.join(pins)}; "
+                   f"scans resent after an interruption may reach iFlow twice if the clock was corrected ({counts})",
+                   "check the disk (agent doctor, dmesg); delete the file once the backlog is delivered")]
     return [_r("journal", PASS, f"{counts} ({source})")]
 
 

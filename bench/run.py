@@ -695,8 +695,10 @@ def bench_flush(ctx: Context) -> Section:
     for i, (wall, _, pk) in enumerate(bare_runs):
         body.append(f"| bare httpx loop, round {i + 1} | {wall:.1f} s | {backlog / wall:,.0f} | {pk / MB:.1f} MB "
                     f"| {math.ceil(backlog / batch)} |")
+    pairs = ", ".join(f"{b[0] / a[0]:.2f}" for a, b in zip(agent_runs, bare_runs))
     body += ["", f"The journal costs {(1 - rate / bare_rate):.0%} of the bare loop's rate "
-             f"(agent {rate:,.0f} scans/s vs bare {bare_rate:,.0f} scans/s, ratio {rate / bare_rate:.2f}). "
+             f"(agent {rate:,.0f} scans/s vs bare {bare_rate:,.0f} scans/s, ratio {rate / bare_rate:.2f}; "
+             f"round by round, each agent run against the bare run after it: {pairs}). "
              f"Summary of the best agent run: delivered {s.get('delivered')}, duplicates {s.get('duplicate')}, "
              f"still pending {s.get('still_pending')}."]
     checks = [

@@ -301,6 +301,17 @@ def test_quarantined_segment_fails_with_its_path(site, capsys, tmp_path):
     assert str(aside) in lines_for(lines, "journal")[0] and lines_for(lines, "journal")[0].startswith("FAIL")
 
 
+def test_unreadable_pins_file_is_a_warning_with_its_path(site, capsys, tmp_path):
+    state = tmp_path / "state"
+    (state / "journal").mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    (state / "journal" / "pins.json").write_text('{"version": 1, "pins": ')  # torn
+    rc, lines, out = run(site.config(state=state), capsys)
+    line = lines_for(lines, "journal")[0]
+    aside = next((state / "journal").glob("pins.json.corrupt-*"))
+    assert line.startswith("WARN") and str(aside) in line and "NOT delivered" not in line
+
+
 def test_state_dir_that_cannot_be_created(site, capsys, tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("not a directory")
