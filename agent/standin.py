@@ -11,6 +11,7 @@ per request (before anything else):
 
 =====================  ==========================================================
 ``reset_before``        connection reset (RST) before storing anything
+``none``                answer normally (to fault a later request, not this one)
 ``reset_after_store``   store the batch, then reset without answering
 ``close_after_store``   store the batch, then close (FIN) without answering
 ``hang``                answer nothing for ``hang_seconds``, then close (no store)
@@ -471,9 +472,10 @@ class IflowStandin:
 
     def _next_fault(self) -> str | None:
         try:
-            return self.faults.popleft()
+            fault = self.faults.popleft()
         except IndexError:
             return None
+        return None if fault == "none" else fault
 
     def _store(self, records: list[dict]) -> list[dict]:
         results = []

@@ -138,6 +138,26 @@ def test_whole_answer_failures_leave_everything_pending(tmp_path, standin, fault
     assert len(standin.stored) == 2
 
 
+def test_pins_of_a_failed_request_stay_and_pins_never_sent_are_dropped(tmp_path, standin):
+    """A pass pins a queue's worth of send times before sending; when a request
+    fails, its records may have been stored (their pins stay, so the resend is
+    identical); records the pass never sent get their time decided afresh."""
+    fake, clock, journal, d = make(tmp_path, standin, max_url_bytes=1500)
+    fill(journal, clock, [f"{i:010d}" for i in range(100)], fake=fake)
+    standin.faults.extend(["none", "reset_after_store"])  # first answered, second stored then lost
+    s = d.drain()
+    assert s.error and s.delivered > 0
+    first = s.delivered
+    second = len(standin.stored) - first
+    assert second > 0 and journal.pinned() == second
+    pinned = {r["id"]: (r["sent_date"], r["sent_time"]) for r in journal.records(("pending",)) if r.get("sent_date")}
+    assert len(pinned) == second
+    time.sleep(d.in_backoff() + 0.01)
+    s = d.drain()
+    assert s.duplicate == second and s.delivered == 100 - first - second and journal.pinned() == 0
+    assert len(standin.stored) == 100
+
+
 def test_connection_refused_then_recovers(tmp_path, standin):
     fake, clock, journal, d = make(tmp_path, standin)
     fill(journal, clock, ["C1"], fake=fake)
