@@ -19,6 +19,7 @@ from agent.frames import make_decoder
 from agent.hid import HidDecoder
 from agent import readers
 from agent.readers import HidReader, ReaderBusy, SerialReader
+from tests.support.harness import Pty
 
 FAST = (0.05, 0.2)  # backoff for tests
 EXAMPLE = b"\x020F00A1B2C3DF\x03"
@@ -43,31 +44,6 @@ def wait_for(pred, timeout=5.0, what="condition"):
 
 def thread_cpu(t: threading.Thread) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(t.ident))
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-class Pty:
-    """A pseudo-terminal; the slave path is what SerialReader opens."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        self.path = os.ttyname(self.slave)
-
-    def write(self, data: bytes) -> None:
-        write_all(self.master, data)
-
-    def close(self) -> None:
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 class Harness:
@@ -120,18 +96,18 @@ def serial_reader(port: str, protocol: str = "rdm6300", **kw) -> SerialReader:
 
 
 def test_rdm6300_over_pty_exactly_the_valid_frames(pty):
-    reader = serial_reader(pty.path)
+    reader = serial_reader(pty.port)
     with Harness(reader) as h:
         wait_for(lambda: reader.connected, what="connected")
         assert reader.error is None
         # a frame split across writes (separate reads on the reader side)
         for piece in (EXAMPLE[:3], EXAMPLE[3:9], EXAMPLE[9:]):
-            pty.write(piece)
+            pty.send(piece)
             time.sleep(0.05)
         assert h.take(1) == ["0F00A1B2C3"]
         # two frames in one write, a bad checksum, noise with stray STX/ETX
         noise = b"\x00\xff\x02\x03\x02\x02AB\x03\x0312\r\n\x02"
-        pty.write(
+        pty.send(
             rdm_frame("1234567890")
             + rdm_frame("A1B2C3D4E5")
             + rdm_frame("0F00A1B2C3", bad=True)
@@ -146,15 +122,15 @@ def test_rdm6300_over_pty_exactly_the_valid_frames(pty):
 
 
 def test_line_over_pty_terminators_and_overlong_bounded(pty):
-    reader = serial_reader(pty.path, "line", max_len=16)
+    reader = serial_reader(pty.port, "line", max_len=16)
     with Harness(reader) as h:
         wait_for(lambda: reader.connected, what="connected")
-        pty.write(b"0010597059\r0000000002\n0000000003\r\n")
+        pty.send(b"0010597059\r0000000002\n0000000003\r\n")
         assert h.take(3) == ["0010597059", "0000000002", "0000000003"]
         for _ in range(20):  # 80 KB with no terminator
-            pty.write(b"7" * 4096)
+            pty.send(b"7" * 4096)
             assert len(reader.decoder._buf) <= 16 + 16
-        pty.write(b"\r\n42\n")
+        pty.send(b"\r\n42\n")
         assert h.take(1) == ["42"]
         assert h.nothing_more()
         assert reader.decoder.dropped["too_long"] == 1
@@ -163,12 +139,12 @@ def test_line_over_pty_terminators_and_overlong_bounded(pty):
 def test_hot_unplug_and_replug_without_restart(tmp_path):
     link = tmp_path / "ttyRFID"
     first = Pty()
-    link.symlink_to(first.path)
+    link.symlink_to(first.port)
     reader = serial_reader(str(link))
     try:
         with Harness(reader) as h:
             wait_for(lambda: reader.connected, what="connected")
-            first.write(EXAMPLE)
+            first.send(EXAMPLE)
             assert h.take(1) == ["0F00A1B2C3"]
 
             # unplug: the device goes away and so does its udev name
@@ -189,10 +165,10 @@ def test_hot_unplug_and_replug_without_restart(tmp_path):
             # plug back in on a different tty
             second = Pty()
             try:
-                link.symlink_to(second.path)
+                link.symlink_to(second.port)
                 wait_for(lambda: reader.connected, what="reconnect")
                 assert reader.error is None
-                second.write(rdm_frame("1234567890"))
+                second.send(rdm_frame("1234567890"))
                 assert h.take(1) == ["1234567890"]
             finally:
                 h.stop.set()
@@ -210,9 +186,9 @@ def test_port_absent_at_start_then_appears(tmp_path):
         with Harness(reader) as h:
             wait_for(lambda: reader.error is not None, what="error")
             assert not reader.connected
-            link.symlink_to(pty.path)
+            link.symlink_to(pty.port)
             wait_for(lambda: reader.connected, what="connected")
-            pty.write(b"99\n")
+            pty.send(b"99\n")
             assert h.take(1) == ["99"]
     finally:
         pty.close()
@@ -239,9 +215,9 @@ def test_open_failures_back_off_exponentially(tmp_path):
 
 
 def test_serial_busy_is_reported(pty):
-    holder = serial.Serial(pty.path, 9600, timeout=0.2, exclusive=True)
+    holder = serial.Serial(pty.port, 9600, timeout=0.2, exclusive=True)
     try:
-        reader = serial_reader(pty.path)
+        reader = serial_reader(pty.port)
         with pytest.raises(ReaderBusy, match="held by another process"):
             reader.open()
         with Harness(reader):
@@ -262,16 +238,16 @@ def test_emit_exception_is_logged_and_loop_survives(pty, caplog):
         if len(got) == 1:
             raise RuntimeError("downstream broke")
 
-    reader = serial_reader(pty.path, "line")
+    reader = serial_reader(pty.port, "line")
     stop = threading.Event()
     t = threading.Thread(target=reader.run, args=(stop, emit), daemon=True)
     with caplog.at_level(logging.ERROR, logger="agent.reader"):
         t.start()
         try:
             wait_for(lambda: reader.connected, what="connected")
-            pty.write(b"0010597059\n")
+            pty.send(b"0010597059\n")
             wait_for(lambda: len(got) == 1, what="first emit")
-            pty.write(b"0000000002\n")
+            pty.send(b"0000000002\n")
             wait_for(lambda: len(got) == 2, what="second emit")
         finally:
             stop.set()
@@ -284,14 +260,14 @@ def test_emit_exception_is_logged_and_loop_survives(pty, caplog):
 
 
 def test_dropped_noise_logged_rate_limited(pty, caplog):
-    reader = serial_reader(pty.path)
+    reader = serial_reader(pty.port)
     with caplog.at_level(logging.WARNING, logger="agent.reader"):
         with Harness(reader) as h:
             wait_for(lambda: reader.connected, what="connected")
             for _ in range(10):
-                pty.write(rdm_frame("0F00A1B2C3", bad=True) + b"junk")
+                pty.send(rdm_frame("0F00A1B2C3", bad=True) + b"junk")
                 time.sleep(0.05)
-            pty.write(EXAMPLE)
+            pty.send(EXAMPLE)
             assert h.take(1) == ["0F00A1B2C3"]
     drops = [r.getMessage() for r in caplog.records if "dropped input" in r.getMessage()]
     assert len(drops) == 1, drops
@@ -313,7 +289,7 @@ def test_stop_is_prompt_even_in_long_backoff(tmp_path):
 
 
 def test_last_alive_advances_while_idle_and_connected(pty):
-    reader = serial_reader(pty.path)
+    reader = serial_reader(pty.port)
     with Harness(reader):
         wait_for(lambda: reader.connected, what="connected")
         a = reader.last_alive
@@ -526,4 +502,4 @@ def test_hid_reader_argument_validation():
 
 def test_path_fixture_is_a_real_tty(pty):
     # guard: the serial tests really run on a terminal device
-    assert os.isatty(pty.slave) and Path(pty.path).exists()
+    assert os.isatty(pty.slave) and Path(pty.port).exists()

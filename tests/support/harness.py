@@ -53,7 +53,9 @@ class Pty:
         self.port = os.ttyname(self.slave)
 
     def send(self, data: bytes) -> None:
-        os.write(self.master, data)
+        view = memoryview(data)
+        while view:  # a pty takes a few KB at a time
+            view = view[os.write(self.master, view):]
 
     def close(self) -> None:
         for fd in (self.master, self.slave):
