@@ -286,11 +286,17 @@ def test_daemon_not_running_and_local_journal(site, capsys, tmp_path):
     assert lines_for(lines, "reader.door")[0].startswith("PASS")
 
 
-def test_quarantined_segment_fails_with_its_path(site, capsys, tmp_path):
+def state_with_journal_file(tmp_path, name: str, text: str):
+    """A state directory whose journal holds one file ``name`` with ``text``."""
     state = tmp_path / "state"
     (state / "journal").mkdir(parents=True, mode=0o700)
     state.chmod(0o700)
-    (state / "journal" / "seg-00000001.json").write_text('{"scans": {"1": {"tag": ')  # torn
+    (state / "journal" / name).write_text(text)
+    return state
+
+
+def test_quarantined_segment_fails_with_its_path(site, capsys, tmp_path):
+    state = state_with_journal_file(tmp_path, "seg-00000001.json", '{"scans": {"1": {"tag": ')  # torn
     rc, lines, out = run(site.config(state=state), capsys)
     assert rc == 1
     line = lines_for(lines, "journal")[0]
@@ -302,10 +308,7 @@ def test_quarantined_segment_fails_with_its_path(site, capsys, tmp_path):
 
 
 def test_unreadable_pins_file_is_a_warning_with_its_path(site, capsys, tmp_path):
-    state = tmp_path / "state"
-    (state / "journal").mkdir(parents=True, mode=0o700)
-    state.chmod(0o700)
-    (state / "journal" / "pins.json").write_text('{"version": 1, "pins": ')  # torn
+    state = state_with_journal_file(tmp_path, "pins.json", '{"version": 1, "pins": ')  # torn
     rc, lines, out = run(site.config(state=state), capsys)
     line = lines_for(lines, "journal")[0]
     aside = next((state / "journal").glob("pins.json.corrupt-*"))
