@@ -164,12 +164,12 @@ def no_sync_fs() -> Any:
 def prefill_journal(directory: Path, records: list[dict], segment_size: int = SEGMENT_SIZE) -> int:
     """Write ``records`` as journal segments, in the journal's own file format.
 
-    Uses :class:`agent.storage.AtomicJSONStorage` (so the bytes are what the
+    Uses :class:`agent.journal.storage.AtomicJSONStorage` (so the bytes are what the
     journal writes) over a file system without fsync: pre-filling is not what
     is measured. The caller syncs once afterwards. Returns the bytes written.
     """
-    from agent.journal import TABLE
-    from agent.storage import AtomicJSONStorage
+    from agent.journal.store import TABLE
+    from agent.journal.storage import AtomicJSONStorage
 
     fs = no_sync_fs()
     directory.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -262,7 +262,7 @@ def _time_journals(ctx: Context, scans: _Scans, *, fs: Any = None, n: int) -> _T
     """Open the journals pre-filled under ctx.tmp, one untimed insert each, then
     ``n`` timed inserts per backlog, alternating between backlogs."""
     from agent.fsio import REAL_FS
-    from agent.journal import Journal
+    from agent.journal.store import Journal
 
     p, out = ctx.params, _Timings()
     journals: dict[int, Journal] = {}
@@ -331,7 +331,7 @@ def bench_insert(ctx: Context) -> Section:
     from tinydb import __version__ as tinydb_version
     from tinydb.storages import JSONStorage
 
-    from agent.journal import Journal
+    from agent.journal.store import Journal
 
     p = ctx.params
     backlogs, top = p.backlogs, p.backlogs[-1]
@@ -623,7 +623,7 @@ def bench_flush(ctx: Context) -> Section:
     """`agent flush` of a large backlog to the stand-in, beside a bare httpx loop."""
     import shutil
 
-    from agent.standin import IflowStandin
+    from standins.iflow import IflowStandin
 
     backlog = ctx.params.memory_backlog
     # best of 3: this VM's speed drifts by a fifth between runs a minute apart
@@ -676,7 +676,7 @@ def bench_flush(ctx: Context) -> Section:
     body = [
         f"{fmt_int(backlog)} pending scans (the journal's format, {SEGMENT_SIZE} per segment) are flushed by "
         f"`agent flush --json` (no daemon: the command locks the journal and sends itself) to the project's "
-        f"iFlow stand-in on 127.0.0.1 (`agent.standin`, in the benchmark process), with the default "
+        f"iFlow stand-in on 127.0.0.1 (`standins.iflow`, in the benchmark process), with the default "
         f"`max_url_bytes` = 7000. Every record goes through the whole path: read from its segment, clock "
         f"check, local time, send time pinned durably before the first send (the journal's pins file, one "
         f"write per refill of about a segment), URL-budgeted batch, HTTP GET (the next one prepared while "

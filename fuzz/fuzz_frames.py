@@ -1,4 +1,4 @@
-"""atheris target: the reader frame decoders (agent.frames): line, rdm6300, regex.
+"""atheris target: the reader frame decoders (agent.reading.frames): line, rdm6300, regex.
 
 Run: scripts/fuzz --seconds 60  (or: python fuzz/fuzz_frames.py -max_total_time=60)
 """
@@ -8,7 +8,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["agent"]):
-    from agent.frames import make_decoder
+    from agent.reading.frames import make_decoder
 
 PATTERN = r"(?:ID:)?(?P<tag>[0-9A-F]{4,12})(?:,\d+)?"
 

@@ -1,4 +1,4 @@
-"""atheris target: the keyboard-wedge decoder (agent.hid.HidDecoder) on arbitrary events."""
+"""atheris target: the keyboard-wedge decoder (agent.reading.hidkeys.HidDecoder) on arbitrary events."""
 
 import sys
 from dataclasses import dataclass
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import atheris
 
 with atheris.instrument_imports(include=["agent"]):
-    from agent.hid import HidDecoder
+    from agent.reading.hidkeys import HidDecoder
 
 
 @dataclass

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.crosschex import (
+from agent.crosschex.client import (
     CcRecord,
     CrossChexClient,
     CrossChexError,
     decode_envelope,
     parse_records_answer,
 )
-from agent.crosschex_standin import CrossChexStandIn, make_record
+from standins.crosschex import CrossChexStandIn, make_record
 
 KEY = "cc-key-0123456789abcdef"
 SECRET = "cc-secret-S3cr3t-do-not-leak-7f2a"

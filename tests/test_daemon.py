@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 
-from agent.journal import Journal
+from agent.journal.store import Journal
 from tests.support.harness import Daemon, Pty, run_cli, wait_ready, write_config
 
 KILLS = int(os.environ.get("AGENT_TEST_KILLS", "50"))

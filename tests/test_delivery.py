@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.delivery import Deliverer, Uploader
-from agent.iflow import IflowClient
-from agent.journal import Journal
-from agent.standin import IflowStandin
-from agent.timekeeping import AnchorStore, Clock, ClockSources
+from agent.delivery.deliverer import Deliverer, Uploader
+from agent.delivery.iflow import IflowClient
+from agent.journal.store import Journal
+from standins.iflow import IflowStandin
+from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
 from tests.support.harness import AGENT, Daemon, Pty, run_cli, wait_ready, write_config
 
 TZ = ZoneInfo("Europe/Bucharest")

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from agent import doctor
+from agent.commands import doctor
 from agent.config import load
-from agent.journal import Journal
-from agent.standin import IflowStandin
+from agent.journal.store import Journal
+from standins.iflow import IflowStandin
 from tests.support.harness import Daemon, Pty, run_cli, wait_ready, write_config
 
 TOKEN = "s3cret-Token-4242"

@@ -1,4 +1,4 @@
-"""Tests for agent.feedback: pin timelines on gpiozero's MockFactory."""
+"""Tests for agent.feedback.backends: pin timelines on gpiozero's MockFactory."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import feedback as fbm
-from agent.feedback import (
+from agent.feedback import backends as fbm
+from agent.feedback.backends import (
     CONDITIONS,
     EVENTS,
     PATTERNS,

@@ -1,4 +1,4 @@
-"""Tests for agent.frames: incremental decoders for serial RFID readers."""
+"""Tests for agent.reading.frames: incremental decoders for serial RFID readers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent.frames import (
+from agent.reading.frames import (
     LineDecoder,
     Rdm6300Decoder,
     RegexDecoder,

@@ -1,4 +1,4 @@
-"""Tests for agent.hid.HidDecoder, fed real evdev.InputEvent objects."""
+"""Tests for agent.reading.hidkeys.HidDecoder, fed real evdev.InputEvent objects."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from evdev import InputEvent, ecodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.hid import KEYMAP, HidDecoder
+from agent.reading.hidkeys import KEYMAP, HidDecoder
 
 SETTINGS = settings(max_examples=200, deadline=None)
 

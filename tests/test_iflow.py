@@ -1,4 +1,4 @@
-"""Tests for agent.iflow: classify() (pure) and IflowClient against a real
+"""Tests for agent.delivery.iflow: classify() (pure) and IflowClient against a real
 stand-in server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import redact
-from agent.iflow import (
+from agent.delivery.iflow import (
     AnswerError,
     DeliveryError,
     IflowClient,
@@ -29,7 +29,7 @@ from agent.iflow import (
     wire,
     wire_text,
 )
-from agent.standin import IflowStandin
+from standins.iflow import IflowStandin
 
 TOKEN = "tok-SECRET-9f8e7d"
 DUP = "Nu se poate adăuga - prezență duplicată: 53201"

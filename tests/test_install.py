@@ -84,7 +84,7 @@ def test_layout_and_modes(installed):
 
     # the package is importable from the venv, from its site-packages (not the checkout)
     probe = subprocess.run([str(venv / "bin/python"), "-c",
-                            "import agent, agent.sdnotify; print(agent.__file__, agent.__version__)"],
+                            "import agent, agent.runtime.sdnotify; print(agent.__file__, agent.__version__)"],
                            capture_output=True, text=True, cwd=root, timeout=60)
     assert probe.returncode == 0, probe.stderr
     where, version = probe.stdout.split()

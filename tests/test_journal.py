@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from agent.journal import Journal, JournalError
-from agent.storage import AtomicJSONStorage
+from agent.journal.store import Journal, JournalError
+from agent.journal.storage import AtomicJSONStorage
 from tests.support.crashfs import Crash, CrashFS
 
 D = "/j"

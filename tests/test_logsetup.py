@@ -1,4 +1,4 @@
-"""agent.logsetup: journald prefixes, plain layout, one entry per record, redaction."""
+"""agent.runtime.logsetup: journald prefixes, plain layout, one entry per record, redaction."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from agent import logsetup, redact
-from agent.logsetup import setup_logging
+from agent import redact
+from agent.runtime import logsetup
+from agent.runtime.logsetup import setup_logging
 
 PLAIN = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 

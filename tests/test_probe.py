@@ -16,9 +16,9 @@ import pytest
 import serial
 from evdev import InputEvent
 
-from agent import probe
+from agent.commands import probe
 from agent.config import load
-from agent.hid import HidDecoder
+from agent.reading.hidkeys import HidDecoder
 from tests.support.harness import AGENT, Daemon, Pty, wait_ready, write_config
 
 

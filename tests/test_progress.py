@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from agent.progress import FlushView, print_plan
+from agent.commands.progress import FlushView, print_plan
 
 RESULT = {"delivered": 7, "duplicate": 2, "rejected": 3, "still_pending": 0, "requests": 4, "seconds": 1.25,
           "held": {}, "rejected_reasons": {"error_authenticate: Niciun angajat nu este asociat": 3},

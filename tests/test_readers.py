@@ -1,4 +1,4 @@
-"""Tests for agent.readers on real pseudo-terminals and a fake evdev device."""
+"""Tests for agent.reading.readers on real pseudo-terminals and a fake evdev device."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 import serial
 from evdev import InputEvent, ecodes
 
-from agent.frames import make_decoder
-from agent.hid import HidDecoder
-from agent import readers
-from agent.readers import HidReader, ReaderBusy, SerialReader
+from agent.reading.frames import make_decoder
+from agent.reading.hidkeys import HidDecoder
+from agent.reading import readers
+from agent.reading.readers import HidReader, ReaderBusy, SerialReader
 from tests.support.harness import Pty
 
 FAST = (0.05, 0.2)  # backoff for tests

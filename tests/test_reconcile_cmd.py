@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent import rejected
+from agent.runtime import operations as rejected
 from agent.config import load
-from agent.crosschex_standin import CrossChexStandIn, make_record
-from agent.journal import Journal
-from agent.reconcile import LocalScan
-from agent.reconciler import (
+from standins.crosschex import CrossChexStandIn, make_record
+from agent.journal.store import Journal
+from agent.crosschex.matching import LocalScan
+from agent.commands.reconcile import (
     Scheduler,
     add_arguments,
     external_id,
@@ -29,8 +29,8 @@ from agent.reconciler import (
     reconcile_window,
     scans_in_window,
 )
-from agent.standin import IflowStandin
-from agent.timekeeping import AnchorStore, Clock, ClockSources
+from standins.iflow import IflowStandin
+from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
 from tests.support.harness import Daemon, Pty, run_cli, wait_ready, write_config
 
 UTC = timezone.utc
@@ -125,9 +125,9 @@ def site(tmp_path, cc_server):
 
 
 def deliver(cfg) -> None:
-    from agent.daemon import make_clock, open_journal
-    from agent.delivery import Deliverer
-    from agent.iflow import IflowClient
+    from agent.commands.run import make_clock, open_journal
+    from agent.delivery.deliverer import Deliverer
+    from agent.delivery.iflow import IflowClient
 
     journal = open_journal(cfg)
     client = IflowClient(cfg.iflow.url, cfg.iflow.access_token, "1.0")
@@ -201,7 +201,7 @@ def test_push_then_deliver_sends_exactly_the_crosschex_only_records(tmp_path, cc
 
 def test_external_id_alone_prevents_a_second_push(site):
     """Even when the pushed scans are not seen as local scans, the journal refuses them again."""
-    from agent.cli import dispatch
+    from agent.commands.cli import dispatch
 
     def direct(req):
         return dispatch(site, req, lambda j: rejected.insert_external(j, req["records"]))[0]
@@ -525,6 +525,6 @@ def test_command_in_a_subprocess_without_and_with_the_daemon(tmp_path, cc_server
 
 
 def _parsed(items):
-    from agent.crosschex import parse_record
+    from agent.crosschex.client import parse_record
 
     return [parse_record(i) for i in items]

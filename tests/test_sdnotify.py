@@ -1,4 +1,4 @@
-"""agent.sdnotify against real AF_UNIX datagram sockets (path and abstract)."""
+"""agent.runtime.sdnotify against real AF_UNIX datagram sockets (path and abstract)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from agent.sdnotify import Heartbeat, Notifier, Watchdog
+from agent.runtime.sdnotify import Heartbeat, Notifier, Watchdog
 
 
 @pytest.fixture(autouse=True)

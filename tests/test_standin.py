@@ -1,5 +1,5 @@
-"""Tests for agent.standin: the local iFlow stand-in, spoken to with the
-standard library's http.client (independent of agent.iflow)."""
+"""Tests for standins.iflow: the local iFlow stand-in, spoken to with the
+standard library's http.client (independent of agent.delivery.iflow)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from agent.standin import ENDPOINT, IflowStandin
+from standins.iflow import ENDPOINT, IflowStandin
 
 TOKEN = "tok-SECRET-9f8e7d"
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,7 +259,7 @@ def test_storing_has_no_per_record_scan():
 def test_cli_serves_until_signalled(sig):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.standin", "--port", "0", "--token", "T-cli", "--known-cards", "1,2"],
+        [sys.executable, "-m", "standins.iflow", "--port", "0", "--token", "T-cli", "--known-cards", "1,2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     try:

@@ -1,4 +1,4 @@
-"""Tests for agent.tagformat: EM4100 card-number formats."""
+"""Tests for agent.reading.tagformat: EM4100 card-number formats."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.tagformat import (
+from agent.reading.tagformat import (
     FORMATS,
     TagFormatError,
     all_formats,

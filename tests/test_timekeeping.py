@@ -1,4 +1,4 @@
-"""Tests for agent.timekeeping, all on injected clocks (never the machine's)."""
+"""Tests for agent.clock.timekeeping, all on injected clocks (never the machine's)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zoneinfo import ZoneInfo
 
-from agent.timekeeping import (
+from agent.clock.timekeeping import (
     MAX_ANCHORS_PER_BOOT,
     MAX_BOOTS,
     AnchorStore,
@@ -596,7 +596,7 @@ def test_anchor_file_is_json_with_boot_order(tmp_path: Path) -> None:
 
 
 def test_build_floor_judges_our_clock_not_other_systems_punches(tmp_path):
-    from agent.timekeeping import AnchorStore, Clock, ClockSources
+    from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
 
     src = ClockSources(trust_rtc=True, boot_id_path=str(tmp_path / "b"),
                        wall_ns=lambda: 1_795_000_000 * 10**9, mono_ns=lambda: 10**9)

@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 
-from agent.journal import Journal
-from agent.standin import IflowStandin
+from agent.journal.store import Journal
+from standins.iflow import IflowStandin
 from tests.reliability.figures import record
 from tests.support.harness import AGENT, Daemon, Pty, run_cli, wait_ready, write_config
 

@@ -15,10 +15,10 @@ from collections import Counter
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from agent.delivery import Deliverer
-from agent.iflow import IflowClient
-from agent.journal import Journal
-from agent.standin import IflowStandin
+from agent.delivery.deliverer import Deliverer
+from agent.delivery.iflow import IflowClient
+from agent.journal.store import Journal
+from standins.iflow import IflowStandin
 from tests.reliability.figures import record, scale
 
 TZ = ZoneInfo("Europe/Bucharest")
@@ -60,7 +60,7 @@ class TrustedClock:
     """Every stamp is synchronised: time is not what this test is about."""
 
     def decider(self, policy="hold"):
-        from agent.timekeeping import Effective
+        from agent.clock.timekeeping import Effective
 
         def decide(rec):
             when = datetime.fromisoformat(rec["captured_at"])

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import Config, ConfigError, from_dict, load
-from agent.iflow import parse_retry_after
-from agent.journal import Journal
-from agent.timekeeping import AnchorStore
+from agent.delivery.iflow import parse_retry_after
+from agent.journal.store import Journal
+from agent.clock.timekeeping import AnchorStore
 from tests.reliability.figures import record
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

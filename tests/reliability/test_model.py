@@ -32,12 +32,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from agent.delivery import Deliverer
-from agent.iflow import IflowClient
-from agent.journal import Journal
-from agent.recorder import Recorder
-from agent.standin import ENDPOINT, IflowStandin
-from agent.timekeeping import AnchorStore, Clock, ClockSources
+from agent.delivery.deliverer import Deliverer
+from agent.delivery.iflow import IflowClient
+from agent.journal.store import Journal
+from agent.recording.recorder import Recorder
+from standins.iflow import ENDPOINT, IflowStandin
+from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
 from tests.reliability.figures import record, scale
 from tests.support.crashfs import Crash, CrashFS
 

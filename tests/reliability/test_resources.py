@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import Journal
-from agent.recorder import Recorder
+from agent.journal.store import Journal
+from agent.recording.recorder import Recorder
 from tests.reliability.figures import record
 from tests.reliability.test_model import Door, FakeTime
 from tests.support.crashfs import CrashFS

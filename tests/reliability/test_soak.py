@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from agent.standin import IflowStandin
+from standins.iflow import IflowStandin
 from tests.reliability.figures import record, scale
 from tests.reliability.test_concurrency import TOKEN, config
 from tests.support.harness import Daemon, Pty, run_cli, wait_ready

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import trustme
 
-from agent.delivery import Deliverer
-from agent.iflow import DeliveryError, IflowClient
-from agent.journal import Journal
-from agent.standin import IflowStandin
+from agent.delivery.deliverer import Deliverer
+from agent.delivery.iflow import DeliveryError, IflowClient
+from agent.journal.store import Journal
+from standins.iflow import IflowStandin
 from tests.reliability.figures import record
 from tests.reliability.test_fault_server import TrustedClock, scan
 

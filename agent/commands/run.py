@@ -3,7 +3,7 @@
 Start-up order matters: lock the state directory, open the journal (READY=1
 goes to systemd here, since scans can now be stored), then the control socket,
 the readers and the uploader. Each reader has its own thread; a read goes
-straight down :class:`agent.recorder.Recorder` in that thread (no network on
+straight down :class:`agent.recording.recorder.Recorder` in that thread (no network on
 the path). The main thread supervises: clock observation, feedback
 conditions, the systemd watchdog (sent only while every thread is alive),
 retention, and signals. SIGTERM stops the readers, lets the write in progress
@@ -22,8 +22,8 @@ from typing import Any
 
 from agent import __version__
 from agent.config import Config, ReaderConfig
-from agent.control import ControlServer, StateLock
-from agent.journal import Journal
+from agent.runtime.control import ControlServer, StateLock
+from agent.journal.store import Journal
 
 log = logging.getLogger("agent.daemon")
 
@@ -34,14 +34,14 @@ UPLOADER_STALL_S = 60.0
 
 def make_reader(rc: ReaderConfig):
     """The reader shell for one ``[reader]`` table (python-can style: chosen by config)."""
-    from agent import readers
+    from agent.reading import readers
 
     if rc.type == "hid":
-        from agent.hid import HidDecoder
+        from agent.reading.hidkeys import HidDecoder
 
         return readers.HidReader(rc.name, path=rc.path, device_name=rc.device_name, usb_id=rc.usb_id,
                                  decoder=HidDecoder(gap_seconds=rc.gap_seconds, max_len=rc.max_len))
-    from agent.frames import make_decoder
+    from agent.reading.frames import make_decoder
 
     decoder = make_decoder(rc.protocol, max_len=rc.max_len,
                            pattern=rc.pattern if rc.protocol == "regex" else None)
@@ -49,7 +49,7 @@ def make_reader(rc: ReaderConfig):
 
 
 def reader_formats(cfg: Config) -> dict[str, tuple[str, str, float, str]]:
-    from agent.tagformat import kind_for_protocol
+    from agent.reading.tagformat import kind_for_protocol
 
     return {rc.name: (rc.tag_format, rc.byte_order, rc.debounce_seconds,
                       kind_for_protocol(rc.protocol) if rc.type == "serial" else "auto")
@@ -60,7 +60,7 @@ def make_clock(cfg: Config):
     from datetime import datetime, timezone
 
     from agent import BUILD_DATE
-    from agent.timekeeping import AnchorStore, Clock, ClockSources
+    from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
 
     sources = ClockSources(use_adjtimex=cfg.time.use_adjtimex, timesyncd_flag=cfg.time.timesyncd_flag,
                            trust_rtc=cfg.time.trust_rtc, boot_id_path=cfg.time.boot_id_path)
@@ -69,7 +69,7 @@ def make_clock(cfg: Config):
 
 
 def make_client(cfg: Config):
-    from agent.iflow import IflowClient
+    from agent.delivery.iflow import IflowClient
 
     ic = cfg.iflow
     assert ic is not None
@@ -81,7 +81,7 @@ def make_client(cfg: Config):
 def make_deliverer(cfg: Config, journal: Journal, clock):
     if cfg.iflow is None:
         return None
-    from agent.delivery import Deliverer
+    from agent.delivery.deliverer import Deliverer
 
     ic = cfg.iflow
     return Deliverer(journal, make_client(cfg), clock, cfg.timezone, policy=cfg.time.unsynced,
@@ -170,7 +170,7 @@ class Daemon:
         return summary.as_dict()
 
     def handle_rejected(self, request: dict, send) -> dict:
-        from agent import rejected
+        from agent.runtime import operations as rejected
 
         assert self.journal is not None
         result = rejected.handle(self.journal, request)
@@ -180,7 +180,7 @@ class Daemon:
 
     def handle_insert(self, request: dict, send) -> dict:
         """Add records from another source (reconciliation) through the one writer."""
-        from agent import rejected
+        from agent.runtime import operations as rejected
 
         assert self.journal is not None
         result = rejected.insert_external(self.journal, request.get("records", []))
@@ -192,7 +192,7 @@ class Daemon:
         """Local scans in a time window (for `agent reconcile`)."""
         from datetime import datetime
 
-        from agent.reconciler import scans_in_window
+        from agent.commands.reconcile import scans_in_window
 
         assert self.journal is not None
         return scans_in_window(self.journal, self.clock, datetime.fromisoformat(request["from"]),
@@ -220,9 +220,9 @@ class Daemon:
         return True
 
     def run(self) -> int:
-        from agent.feedback import make_feedback
-        from agent.recorder import Recorder
-        from agent.sdnotify import Notifier, Watchdog
+        from agent.feedback.backends import make_feedback
+        from agent.recording.recorder import Recorder
+        from agent.runtime.sdnotify import Notifier, Watchdog
 
         cfg = self.cfg
         ensure_state_dir(cfg.state_dir)
@@ -259,7 +259,7 @@ class Daemon:
 
         self.deliverer = make_deliverer(cfg, self.journal, self.clock)
         if self.deliverer is not None:
-            from agent.delivery import Uploader
+            from agent.delivery.deliverer import Uploader
 
             self.uploader = Uploader(self.deliverer, send_delay=cfg.iflow.send_delay)
         self.recorder = Recorder(self.journal, self.clock, self.feedback, readers=reader_formats(cfg),
@@ -289,9 +289,9 @@ class Daemon:
             if cfg.crosschex is not None and cfg.crosschex.reconcile_every:
                 from datetime import datetime
 
-                from agent import rejected
-                from agent.reconcile import LocalScan
-                from agent.reconciler import Scheduler, scans_in_window
+                from agent.runtime import operations as rejected
+                from agent.crosschex.matching import LocalScan
+                from agent.commands.reconcile import Scheduler, scans_in_window
 
                 def local_scans(begin, end):
                     return [LocalScan(s["id"], s["tag"], datetime.fromisoformat(s["when"]))

@@ -1,7 +1,7 @@
 """The scan path: tag read -> card number -> debounce -> journal (fsynced) -> feedback.
 
 Nothing here touches the network. The feedback "stored" is given only after
-:meth:`agent.journal.Journal.append` returned, i.e. after the fsync: the beep
+:meth:`agent.journal.store.Journal.append` returned, i.e. after the fsync: the beep
 means the scan is on disk.
 """
 
@@ -11,9 +11,9 @@ import hashlib
 import logging
 from typing import Callable
 
-from agent.debounce import Debouncer
-from agent.journal import Journal, JournalError
-from agent.tagformat import TagFormatError, format_tag
+from agent.reading.debounce import Debouncer
+from agent.journal.store import Journal, JournalError
+from agent.reading.tagformat import TagFormatError, format_tag
 
 log = logging.getLogger("agent.scan")
 
@@ -32,7 +32,7 @@ class Recorder:
                  on_stored: Callable[[], None] | None = None) -> None:
         """``readers`` maps a reader name to (tag_format, byte_order,
         debounce_seconds, kind) where kind is how its raw data reads ("auto",
-        "hex" or "decimal", see :mod:`agent.tagformat`)."""
+        "hex" or "decimal", see :mod:`agent.reading.tagformat`)."""
         self.journal = journal
         self.clock = clock
         self.feedback = feedback

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from itertools import chain, cycle
 from typing import IO, Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.feedback")
 
 EVENTS = ("stored", "already", "error")
 CONDITIONS = ("auth", "offline", "reader_missing")

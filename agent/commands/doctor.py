@@ -114,7 +114,7 @@ class _Ctx:
 
 
 def _ask_daemon(ctx: _Ctx) -> None:
-    from agent.control import DaemonError, NoDaemon, ask
+    from agent.runtime.control import DaemonError, NoDaemon, ask
 
     cfg = ctx.cfg
     if not os.path.isdir(cfg.state_dir):
@@ -322,8 +322,8 @@ def _held(cfg: Config, journal) -> dict[str, int]:
     """Pending scans that cannot be sent now, by reason (as `agent status` counts them)."""
     from collections import Counter
 
-    from agent.daemon import make_clock
-    from agent.delivery import SENDABLE
+    from agent.commands.run import make_clock
+    from agent.delivery.deliverer import SENDABLE
 
     clock = make_clock(cfg)
     held: Counter = Counter()
@@ -363,8 +363,8 @@ def check_journal(ctx: _Ctx) -> list[Result]:
     elif ctx.daemon_problem is not None:
         return [_r("journal", WARN, f"not checked: {ctx.daemon_problem[0]}", ctx.daemon_problem[1])]
     else:
-        from agent.control import StateLock
-        from agent.daemon import open_journal
+        from agent.runtime.control import StateLock
+        from agent.commands.run import open_journal
 
         source = "read directly (no daemon running)"
         jdir = os.path.join(sd, "journal")
@@ -400,7 +400,7 @@ def check_journal(ctx: _Ctx) -> list[Result]:
     quarantined = sorted(set(snap.get("quarantined") or []) | set(_corrupt_files(sd)))
     counts = (f"{snap.get('pending', 0)} pending, {snap.get('delivered', 0)} delivered, "
               f"{snap.get('rejected', 0)} rejected")
-    from agent.journal import PINS_FILE
+    from agent.journal.store import PINS_FILE
 
     pins = [q for q in quarantined if os.path.basename(q).startswith(PINS_FILE + ".corrupt-")]
     segments = [q for q in quarantined if q not in pins]
@@ -544,7 +544,7 @@ def check_gpio(ctx: _Ctx) -> list[Result]:
         pass
     if ctx.daemon is not None:
         return [_r("gpio", PASS, f"pin factory {name} works; the pins are in use by the running daemon")]
-    from agent.feedback import make_feedback
+    from agent.feedback.backends import make_feedback
 
     try:
         fb = make_feedback("gpio", green=fc.green_pin, red=fc.red_pin, buzzer=fc.buzzer_pin,
@@ -562,7 +562,7 @@ def check_gpio(ctx: _Ctx) -> list[Result]:
 
 
 def check_clock(ctx: _Ctx) -> list[Result]:
-    from agent.timekeeping import ClockSources
+    from agent.clock.timekeeping import ClockSources
 
     t = ctx.cfg.time
     if t.trust_rtc:

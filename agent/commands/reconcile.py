@@ -3,7 +3,7 @@
 One run (:func:`reconcile_window`):
 
 1. fetch the CrossChex Cloud records of the window ``[begin, end]``
-   (:class:`agent.crosschex.CrossChexClient`, token cached in
+   (:class:`agent.crosschex.client.CrossChexClient`, token cached in
    ``<state_dir>/crosschex-token.json``, calls at least
    ``crosschex.min_interval`` apart);
 2. read the local scans of the window, widened by ``match_seconds`` on both
@@ -12,12 +12,12 @@ One run (:func:`reconcile_window`):
    ``{"cmd": "scans"}``) or, when none runs, from the journal itself
    (:func:`scans_in_window`; a scan's time is its true time: ``corrected_at``,
    else what the clock anchors say, else ``captured_at``);
-3. pair them (:func:`agent.reconcile.reconcile`: card number via the mapping
+3. pair them (:func:`agent.crosschex.matching.reconcile`: card number via the mapping
    file or ``crosschex.tag_from``; a record without one is ``unmapped``, never
    guessed);
 4. with ``push``, add the CrossChex-only records to the journal through the
    one writer (request ``{"cmd": "insert"}`` /
-   :func:`agent.rejected.insert_external`), each with an ``external_id``
+   :func:`agent.runtime.operations.insert_external`), each with an ``external_id``
    (``cc:<device serial>:<checktime UTC>:<workno>``), so they are delivered to
    iFlow like any scan. A second run pushes nothing: the pushed records now
    match as local scans, and their external ids are already in the journal.
@@ -43,12 +43,12 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from agent.reconcile import LocalScan, MappingError, load_mapping, reconcile
+from agent.crosschex.matching import LocalScan, MappingError, load_mapping, reconcile
 
 if TYPE_CHECKING:
     from agent.config import Config
-    from agent.crosschex import CcRecord, CrossChexClient
-    from agent.journal import Journal
+    from agent.crosschex.client import CcRecord, CrossChexClient
+    from agent.journal.store import Journal
 
 __all__ = [
     "add_arguments",
@@ -217,7 +217,7 @@ def external_id(rec: CcRecord) -> str:
 
 
 def push_record(rec: CcRecord, tag: str) -> dict:
-    """What :func:`agent.rejected.insert_external` stores for a CrossChex-only punch."""
+    """What :func:`agent.runtime.operations.insert_external` stores for a CrossChex-only punch."""
     return {"tag": tag, "captured_at": _iso_us(rec.checktime), "reader": "crosschex",
             "source": "crosschex", "external_id": external_id(rec)}
 
@@ -227,7 +227,7 @@ def push_record(rec: CcRecord, tag: str) -> dict:
 
 def make_client(cfg: Config, *, sleep: Callable[[float], None] = time.sleep) -> CrossChexClient:
     """The CrossChex client for ``cfg`` (raises ValueError for unusable settings)."""
-    from agent.crosschex import CrossChexClient
+    from agent.crosschex.client import CrossChexClient
 
     cc = cfg.crosschex
     assert cc is not None
@@ -251,8 +251,8 @@ def _dispatcher(cfg: Config) -> JournalRequest:
     """Ask the daemon, or (none running) do the request on the journal directly."""
 
     def request(req: dict) -> Any:
-        from agent import rejected
-        from agent.cli import CliError, dispatch
+        from agent.runtime import operations as rejected
+        from agent.commands.cli import CliError, dispatch
 
         if req["cmd"] == "scans":
             begin, end = datetime.fromisoformat(req["from"]), datetime.fromisoformat(req["to"])
@@ -277,7 +277,7 @@ def _dispatcher(cfg: Config) -> JournalRequest:
 def _local_clock(cfg: Config) -> Any | None:
     """A read-only clock for effective times (no daemon running); None if unusable."""
     try:
-        from agent.daemon import make_clock
+        from agent.commands.run import make_clock
 
         return make_clock(cfg)
     except (OSError, ValueError) as exc:
@@ -357,7 +357,7 @@ def reconcile_window(cfg: Config, begin: datetime, end: datetime, *, push: bool,
     ``unmapped`` (with ``push`` also ``pushed``, ``already_in_journal``), the
     window ``from``/``to`` and ``lists`` of each kind.
 
-    Raises :class:`agent.crosschex.CrossChexError` (CrossChex unusable),
+    Raises :class:`agent.crosschex.client.CrossChexError` (CrossChex unusable),
     :class:`ReconcileError` (journal or mapping problem, with its exit code),
     ValueError (naive or inverted window)."""
     if cfg.crosschex is None:
@@ -430,7 +430,7 @@ def _window(cfg: Config, args: argparse.Namespace, now: datetime) -> tuple[datet
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
     """``agent reconcile``. Returns the exit code; errors are one line on stderr."""
-    from agent.crosschex import CrossChexError
+    from agent.crosschex.client import CrossChexError
 
     try:
         if cfg.crosschex is None:
@@ -615,7 +615,7 @@ class Scheduler:
         return self._client
 
     def _run_once(self, started: float) -> None:
-        from agent.crosschex import CrossChexError
+        from agent.crosschex.client import CrossChexError
 
         cc = self.cfg.crosschex
         assert cc is not None and self.interval is not None

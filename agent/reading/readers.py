@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 import serial
 
-from agent.frames import Decoder
-from agent.hid import HidDecoder
+from agent.reading.frames import Decoder
+from agent.reading.hidkeys import HidDecoder
 
 __all__ = ["Reader", "SerialReader", "HidReader", "ReaderBusy", "DROP_LOG_INTERVAL"]
 

@@ -1,7 +1,7 @@
 """The scan journal: every scan, durably, before anything else happens.
 
 Layout: ``<state_dir>/journal/seg-NNNNNNNN.json``, each a TinyDB file (through
-:class:`agent.storage.AtomicJSONStorage`) holding at most ``segment_size``
+:class:`agent.journal.storage.AtomicJSONStorage`) holding at most ``segment_size``
 scans in its table ``scans``. An insert rewrites only the newest segment, so
 its cost does not grow with the backlog, and no process ever holds more than
 a couple of segments in memory: the rest is summarised per segment
@@ -59,7 +59,7 @@ from typing import Any, Container, Iterable, Iterator
 from tinydb import TinyDB
 
 from agent.fsio import FS, REAL_FS, TMP_SUFFIX
-from agent.storage import AtomicJSONStorage, CorruptFile
+from agent.journal.storage import AtomicJSONStorage, CorruptFile
 
 log = logging.getLogger("agent.journal")
 

@@ -21,7 +21,7 @@ that speaks the two calls the agent uses, ``authorize.token`` and
 Counters: ``calls[nameSpace]`` (every request, faulted or not), ``requests``
 (every parsed request body, in order), ``issued`` (every token handed out).
 
-``python -m agent.crosschex_standin`` serves a demo data set until Ctrl-C.
+``python -m standins.crosschex`` serves a demo data set until Ctrl-C.
 """
 
 from __future__ import annotations

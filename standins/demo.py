@@ -24,7 +24,7 @@ import time
 import tty
 from pathlib import Path
 
-from agent.standin import IflowStandin
+from standins.iflow import IflowStandin
 
 TOKEN = "demo-token-0123456789"
 KNOWN = {"0010597059", "0013961168", "0040856634"}

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from agent.iflow import DeliveryError, IflowClient, Item, Outcome
-from agent.journal import Journal, JournalError, utc_now_iso
-from agent.timekeeping import to_local
+from agent.delivery.iflow import DeliveryError, IflowClient, Item, Outcome
+from agent.journal.store import Journal, JournalError, utc_now_iso
+from agent.clock.timekeeping import to_local
 
 log = logging.getLogger("agent.delivery")
 
@@ -42,7 +42,7 @@ SENDABLE = frozenset({"ok", "corrected", "unsynced_sent"})
 
 
 def _effective(decide, rec: dict):
-    """The time to send ``rec`` (``decide`` is a :meth:`agent.timekeeping.Clock.decider`);
+    """The time to send ``rec`` (``decide`` is a :meth:`agent.clock.timekeeping.Clock.decider`);
     a record too malformed to place in time is held as "invalid", never sent."""
     try:
         return decide(rec)

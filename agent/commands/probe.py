@@ -2,7 +2,7 @@
 
 Opens the configured reader(s) directly, exactly as the daemon would (serial:
 the reader's own exclusive ``open()`` and the configured decoder; hid: the
-grabbed evdev device and :class:`agent.hid.HidDecoder`), and prints, once per
+grabbed evdev device and :class:`agent.reading.hidkeys.HidDecoder`), and prints, once per
 card (repeats within :data:`DEBOUNCE_S` of the last sighting are the same
 card still held), the raw data and the number in every format, marking the
 configured one::
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from agent.config import Config, ReaderConfig
-from agent.tagformat import FORMATS, all_formats
+from agent.reading.tagformat import FORMATS, all_formats
 
 __all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "DEBOUNCE_S", "serial_loop", "hid_loop"]
 
@@ -208,7 +208,7 @@ def _err(text: str) -> None:
 
 
 def _daemon_running(cfg: Config) -> bool:
-    from agent.control import DaemonError, NoDaemon, ask
+    from agent.runtime.control import DaemonError, NoDaemon, ask
 
     if not os.path.isdir(cfg.state_dir):
         return False
@@ -231,7 +231,7 @@ class _Open:
 
 def _open(rc: ReaderConfig) -> _Open:
     """Open one reader as the daemon would; raises ReaderBusy/OSError/SerialException."""
-    from agent.daemon import make_reader
+    from agent.commands.run import make_reader
 
     reader = make_reader(rc)
     if rc.type == "serial" and "://" not in rc.port and not os.path.exists(rc.port):
@@ -244,8 +244,8 @@ def _open(rc: ReaderConfig) -> _Open:
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    from agent.daemon import reader_formats
-    from agent.readers import ReaderBusy
+    from agent.commands.run import reader_formats
+    from agent.reading.readers import ReaderBusy
 
     wanted = getattr(args, "reader", None) or [rc.name for rc in cfg.readers]
     by_name = {rc.name: rc for rc in cfg.readers}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
-from agent.crosschex import CcRecord
+from agent.crosschex.client import CcRecord
 
 __all__ = ["LocalScan", "Report", "MappingError", "load_mapping", "tag_for", "reconcile"]
 

@@ -50,8 +50,8 @@ def dispatch(cfg: Config, request: dict, local: Callable[[Any], Any],
     """Ask the daemon; if none runs, take the lock and run ``local(journal)``.
 
     Returns (result, answered_by_daemon)."""
-    from agent.control import DaemonError, NoDaemon, StateLock, ask
-    from agent.daemon import open_journal
+    from agent.runtime.control import DaemonError, NoDaemon, StateLock, ask
+    from agent.commands.run import open_journal
 
     if not os.path.isdir(cfg.state_dir):
         raise CliError(f"no journal yet: {cfg.state_dir} does not exist (has `agent run` ever started?)")
@@ -115,7 +115,7 @@ def _age(iso: str | None) -> str:
 
 def _local_status(cfg: Config):
     def run(journal):
-        from agent.daemon import make_clock, make_deliverer
+        from agent.commands.run import make_clock, make_deliverer
 
         out = journal.summary()
         out.update({"daemon": False, "version": __version__, "readers": [],
@@ -190,14 +190,14 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_flush(cfg: Config, args: argparse.Namespace) -> int:
-    from agent import progress
+    from agent.commands import progress
 
     if cfg.iflow is None:
         raise CliError(f"{cfg.path}: [iflow] is not configured: nothing to deliver to", EXIT_CONFIG)
     request = {"cmd": "flush", "dry_run": args.dry_run, "release_unsynced": args.release_unsynced}
     if args.dry_run:
         def local_plan(journal):
-            from agent.daemon import make_clock, make_deliverer
+            from agent.commands.run import make_clock, make_deliverer
             d = make_deliverer(cfg, journal, make_clock(cfg))
             items, held = d.plan(args.release_unsynced)
             d.client.close()
@@ -208,7 +208,7 @@ def cmd_flush(cfg: Config, args: argparse.Namespace) -> int:
     view = progress.FlushView(json_mode=args.json)
 
     def local_flush(journal):
-        from agent.daemon import make_clock, make_deliverer
+        from agent.commands.run import make_clock, make_deliverer
         d = make_deliverer(cfg, journal, make_clock(cfg))
         try:
             return d.drain(progress=view.update, release_unsynced=args.release_unsynced).as_dict()
@@ -230,7 +230,7 @@ def cmd_flush(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_rejected(cfg: Config, args: argparse.Namespace) -> int:
-    from agent import rejected
+    from agent.runtime import operations as rejected
 
     request = {"cmd": "rejected", "retry": args.retry or [], "all": args.all}
     result, _ = dispatch(cfg, request, lambda j: rejected.handle(j, request))
@@ -263,8 +263,8 @@ def cmd_rejected(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(cfg: Config, args: argparse.Namespace) -> int:
-    from agent.daemon import Daemon
-    from agent.feedback import FeedbackUnavailable
+    from agent.commands.run import Daemon
+    from agent.feedback.backends import FeedbackUnavailable
 
     try:
         return Daemon(cfg).run()
@@ -312,9 +312,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 EXTERNAL = (
-    ("probe", "agent.probe", "read cards from the configured reader and show every number format"),
-    ("doctor", "agent.doctor", "check config, token, storage, reader, GPIO, clock, iFlow, daemon"),
-    ("reconcile", "agent.reconciler", "compare CrossChex Cloud records with the journal; --push fills gaps"),
+    ("probe", "agent.commands.probe", "read cards from the configured reader and show every number format"),
+    ("doctor", "agent.commands.doctor", "check config, token, storage, reader, GPIO, clock, iFlow, daemon"),
+    ("reconcile", "agent.commands.reconcile", "compare CrossChex Cloud records with the journal; --push fills gaps"),
 )
 
 
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"agent: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from agent.logsetup import setup_logging
+    from agent.runtime.logsetup import setup_logging
 
     setup_logging(args.log_level or cfg.log_level)
     from agent import redact

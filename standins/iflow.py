@@ -36,7 +36,7 @@ per request (before anything else):
 ``mode = "down"`` stops listening (connections are refused) and shuts every
 open connection; ``mode = "up"`` listens again on the same port.
 
-Run: ``python -m agent.standin --port 8080 --token T --known-cards 1,2,3``.
+Run: ``python -m standins.iflow --port 8080 --token T --known-cards 1,2,3``.
 """
 
 from __future__ import annotations
@@ -511,7 +511,7 @@ class IflowStandin:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.standin", description="Local iFlow stand-in server")
+    parser = argparse.ArgumentParser(prog="python -m standins.iflow", description="Local iFlow stand-in server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--token", default="demo-token")

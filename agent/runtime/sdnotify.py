@@ -21,7 +21,7 @@ from typing import Callable
 
 __all__ = ["Notifier", "Watchdog", "Heartbeat"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.sdnotify")
 
 Check = Callable[[], "bool | str"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
-from agent.delivery import reason_of
-from agent.journal import Journal, strip_location
+from agent.delivery.deliverer import reason_of
+from agent.journal.store import Journal, strip_location
 
 
 def handle(journal: Journal, request: dict) -> dict[str, Any]:

@@ -53,7 +53,7 @@ __all__ = [
     "parse_iso_aware",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.crosschex")
 
 KINDS = frozenset({"auth", "rate_limited", "bad_answer", "network", "http", "token"})
 MAX_PER_PAGE = 1000
