@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agent.errors import ConfigError
+
 DEFAULT_PATH = "/etc/rfid-agent/config.toml"
 
-
-class ConfigError(Exception):
-    """A configuration problem; ``str()`` is one line for a person."""
 
 
 # --------------------------------------------------------------- dataclasses

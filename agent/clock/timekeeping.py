@@ -115,6 +115,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, NamedTuple
 from zoneinfo import ZoneInfo
 
+from agent.errors import CorruptAnchors
+
 try:
     from agent.fsio import atomic_write
 except ModuleNotFoundError as exc:  # pragma: no cover - only before fsio exists
@@ -327,9 +329,6 @@ class BootAnchors:
         """wall - mono of the newest anchor (= this boot's start in true time)."""
         return self.anchors[-1][1] if self.anchors else None
 
-
-class CorruptAnchors(ValueError):
-    pass
 
 
 def _pair(v: Any, what: str) -> tuple[int, int]:

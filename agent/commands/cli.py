@@ -50,8 +50,8 @@ def dispatch(cfg: Config, request: dict, local: Callable[[Any], Any],
     """Ask the daemon; if none runs, take the lock and run ``local(journal)``.
 
     Returns (result, answered_by_daemon)."""
-    from agent.runtime.control import DaemonError, NoDaemon, StateLock, ask
     from agent.commands.run import open_journal
+    from agent.runtime.control import DaemonError, NoDaemon, StateLock, ask
 
     if not os.path.isdir(cfg.state_dir):
         raise CliError(f"no journal yet: {cfg.state_dir} does not exist (has `agent run` ever started?)")

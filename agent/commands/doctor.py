@@ -363,8 +363,8 @@ def check_journal(ctx: _Ctx) -> list[Result]:
     elif ctx.daemon_problem is not None:
         return [_r("journal", WARN, f"not checked: {ctx.daemon_problem[0]}", ctx.daemon_problem[1])]
     else:
-        from agent.runtime.control import StateLock
         from agent.commands.run import open_journal
+        from agent.runtime.control import StateLock
 
         source = "read directly (no daemon running)"
         jdir = os.path.join(sd, "journal")

@@ -29,8 +29,13 @@ class FlushView:
         if self.tty:
             if self._bar is None:
                 from rich.console import Console
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                           TimeRemainingColumn)
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
 
                 self._bar = Progress(TextColumn("delivering"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]:>7.0f} scans/s"), TimeRemainingColumn(),

@@ -251,8 +251,8 @@ def _dispatcher(cfg: Config) -> JournalRequest:
     """Ask the daemon, or (none running) do the request on the journal directly."""
 
     def request(req: dict) -> Any:
-        from agent.runtime import operations as rejected
         from agent.commands.cli import CliError, dispatch
+        from agent.runtime import operations as rejected
 
         if req["cmd"] == "scans":
             begin, end = datetime.fromisoformat(req["from"]), datetime.fromisoformat(req["to"])

@@ -22,8 +22,8 @@ from typing import Any
 
 from agent import __version__
 from agent.config import Config, ReaderConfig
-from agent.runtime.control import ControlServer, StateLock
 from agent.journal.store import Journal
+from agent.runtime.control import ControlServer, StateLock
 
 log = logging.getLogger("agent.daemon")
 
@@ -289,9 +289,9 @@ class Daemon:
             if cfg.crosschex is not None and cfg.crosschex.reconcile_every:
                 from datetime import datetime
 
-                from agent.runtime import operations as rejected
-                from agent.crosschex.matching import LocalScan
                 from agent.commands.reconcile import Scheduler, scans_in_window
+                from agent.crosschex.matching import LocalScan
+                from agent.runtime import operations as rejected
 
                 def local_scans(begin, end):
                     return [LocalScan(s["id"], s["tag"], datetime.fromisoformat(s["when"]))

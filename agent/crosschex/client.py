@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 from agent import redact
+from agent.errors import CrossChexFailure
 
 if TYPE_CHECKING:  # httpx is imported lazily (import cost on a Pi Zero)
     import httpx
@@ -73,7 +74,7 @@ def _one_line(text: str, limit: int = _MSG_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class CrossChexError(Exception):
+class CrossChexError(CrossChexFailure):
     """A CrossChex call failed.  ``kind`` is one of
     ``auth | rate_limited | bad_answer | network | http | token``;
     the message is one redacted line."""

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
 from agent.crosschex.client import CcRecord
+from agent.errors import MappingError
 
 __all__ = ["LocalScan", "Report", "MappingError", "load_mapping", "tag_for", "reconcile"]
 
@@ -50,9 +51,6 @@ class Report:
     only_local: list[LocalScan]
     unmapped: list[CcRecord]  # no card number could be found: reported, never guessed
 
-
-class MappingError(ValueError):
-    """The mapping CSV is unusable; the message names the file and line."""
 
 
 def load_mapping(path: str) -> dict[str, str]:

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from agent.clock.timekeeping import to_local
 from agent.delivery.iflow import DeliveryError, IflowClient, Item, Outcome
 from agent.journal.store import Journal, JournalError, utc_now_iso
-from agent.clock.timekeeping import to_local
 
 log = logging.getLogger("agent.delivery")
 

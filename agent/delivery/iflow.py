@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
+from agent.errors import DeliveryFailure
 from agent.redact import redact, register_secret
 
 __all__ = [
@@ -109,7 +110,7 @@ def _excerpt(body: bytes) -> str:
     return text
 
 
-class AnswerError(Exception):
+class AnswerError(DeliveryFailure, ValueError):
     """The answer as a whole is unusable: nothing in the batch counts as delivered.
 
     ``reason`` is short ("not JSON", "truncated JSON", ...); ``excerpt`` is the
@@ -291,7 +292,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 # --------------------------------------------------------------------------
 
 
-class DeliveryError(Exception):
+class DeliveryError(DeliveryFailure):
     """A whole request failed; nothing in the batch counts as delivered.
 
     ``kind``: "network" | "timeout" | "http" | "auth" | "too_long" | "bad_answer".

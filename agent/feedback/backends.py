@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from itertools import chain, cycle
 from typing import IO, Any
 
+from agent.errors import FeedbackUnavailable
+
 log = logging.getLogger("agent.feedback")
 
 EVENTS = ("stored", "already", "error")
@@ -169,9 +171,6 @@ def finish(steps: Iterable[Step]) -> list[Step]:
 # --------------------------------------------------------------------------
 # Backends
 
-
-class FeedbackUnavailable(Exception):
-    """The configured feedback backend cannot run here (one-line message)."""
 
 
 class Feedback:

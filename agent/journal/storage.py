@@ -18,10 +18,11 @@ from typing import Any
 
 from tinydb.storages import Storage
 
+from agent.errors import JournalError
 from agent.fsio import FS, REAL_FS
 
 
-class CorruptFile(Exception):
+class CorruptFile(JournalError):
     """A file that exists but does not hold a TinyDB JSON document."""
 
     def __init__(self, path: str, reason: str) -> None:

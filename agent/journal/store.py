@@ -58,6 +58,7 @@ from typing import Any, Container, Iterable, Iterator
 
 from tinydb import TinyDB
 
+from agent.errors import JournalError
 from agent.fsio import FS, REAL_FS, TMP_SUFFIX
 from agent.journal.storage import AtomicJSONStorage, CorruptFile
 
@@ -71,9 +72,6 @@ PINS_FILE = "pins.json"
 # Keys that locate a record inside the journal; returned with records, never stored.
 LOC_KEYS = ("_seg", "_doc")
 
-
-class JournalError(Exception):
-    """A change could not be made durable. Nothing was acknowledged."""
 
 
 def utc_now_iso() -> str:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import serial
 
+from agent.errors import ReaderBusy
 from agent.reading.frames import Decoder
 from agent.reading.hidkeys import HidDecoder
 
@@ -41,9 +42,6 @@ _USB_ID = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}")
 
 Emit = Callable[[str], None]
 
-
-class ReaderBusy(Exception):
-    """The device is held by another process (exclusive lock or grab)."""
 
 
 class _DropLog:

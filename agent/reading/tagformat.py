@@ -44,6 +44,8 @@ gives ``None`` in :func:`all_formats`.
 
 from __future__ import annotations
 
+from agent.errors import TagFormatError
+
 __all__ = [
     "FORMATS",
     "KINDS",
@@ -65,9 +67,6 @@ _MAX_HEX = 10
 _MAX_DEC = 13
 _LIMIT = 1 << 40
 
-
-class TagFormatError(ValueError):
-    """The tag cannot be shown in the requested format (or bad arguments)."""
 
 
 def kind_for_protocol(protocol: str) -> str:

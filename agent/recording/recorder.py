@@ -11,8 +11,8 @@ import hashlib
 import logging
 from typing import Callable
 
-from agent.reading.debounce import Debouncer
 from agent.journal.store import Journal, JournalError
+from agent.reading.debounce import Debouncer
 from agent.reading.tagformat import TagFormatError, format_tag
 
 log = logging.getLogger("agent.scan")

@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from agent.errors import DaemonError, NoDaemon
+
 log = logging.getLogger("agent.control")
 
 LOCK_NAME = "agent.lock"
@@ -47,10 +49,6 @@ class _ShortPath:
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             os.close(self._fd)
-
-
-class LockBusy(Exception):
-    """Another process holds the journal."""
 
 
 class StateLock:
@@ -192,9 +190,6 @@ def _recv_line(conn: socket.socket) -> bytes:
             raise ValueError("line too long")
 
 
-class DaemonError(Exception):
-    """The daemon answered with an error."""
-
 
 def ask(state_dir: str, request: dict, on_event: Callable[[Any], None] | None = None,
         timeout: float = 10.0) -> Any:
@@ -225,6 +220,3 @@ def ask(state_dir: str, request: dict, on_event: Callable[[Any], None] | None = 
     finally:
         sock.close()
 
-
-class NoDaemon(Exception):
-    """No daemon is listening on the control socket."""
