@@ -18,6 +18,7 @@ from evdev import InputEvent
 
 from agent.commands import probe
 from agent.config import load
+from agent.reading.hid import HidReader
 from agent.reading.hidkeys import HidDecoder
 from tests.support.harness import AGENT, Daemon, Pty, wait_ready, write_config
 
@@ -112,7 +113,7 @@ def test_card_block_marks_a_configured_format_that_does_not_apply():
     ]
 
 
-def test_hid_loop_turns_key_events_into_tags():
+def test_read_loop_turns_key_events_into_tags():
     r, w = os.pipe()
 
     class FakeDevice:
@@ -144,7 +145,8 @@ def test_hid_loop_turns_key_events_into_tags():
     dev.pending.append(InputEvent(t0, 20000, 1, 28, 1))
     q: queue.Queue = queue.Queue()
     stop = threading.Event()
-    t = threading.Thread(target=probe.hid_loop, args=("kbd", dev, HidDecoder(), stop, q.put))
+    reader = HidReader("kbd", decoder=HidDecoder(), open_device=lambda: dev)
+    t = threading.Thread(target=probe.read_loop, args=(reader, dev, stop, q.put))
     t.start()
     os.write(w, b"x")
     try:

@@ -1,4 +1,5 @@
-"""Tests for agent.reading.readers on real pseudo-terminals and a fake evdev device."""
+"""Tests for the reader shells (agent.reading.base, .serial, .hid) on real pseudo-terminals
+and a fake evdev device."""
 
 from __future__ import annotations
 
@@ -10,18 +11,24 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import serial
 from evdev import InputEvent, ecodes
 
+from agent.commands.run import READER_STALL_S
+from agent.config import ReaderConfig
+from agent.errors import ReaderBusy
+from agent.reading import BACKENDS, base, make_reader
 from agent.reading.frames import make_decoder
+from agent.reading.hid import HidReader
 from agent.reading.hidkeys import HidDecoder
-from agent.reading import readers
-from agent.reading.readers import HidReader, ReaderBusy, SerialReader
+from agent.reading.serial import SerialReader
 from tests.support.harness import Pty
 
 FAST = (0.05, 0.2)  # backoff for tests
+IDLE_TICK = base._TICK  # before the fixture below shortens it
 EXAMPLE = b"\x020F00A1B2C3DF\x03"
 
 
@@ -78,7 +85,7 @@ class Harness:
 @pytest.fixture(autouse=True)
 def short_tick(monkeypatch):
     """Shorter waits so stop is seen sooner; the logic under test is unchanged."""
-    monkeypatch.setattr(readers, "_TICK", 0.1)
+    monkeypatch.setattr(base, "_TICK", 0.1)
 
 
 @pytest.fixture
@@ -205,7 +212,7 @@ def test_open_failures_back_off_exponentially(tmp_path):
 
     reader = SerialReader("door", str(port), decoder=make_decoder("line"),
                           backoff=(0.05, 0.4), serial_factory=factory)
-    with Harness(reader) as h:
+    with Harness(reader):
         time.sleep(1.0)
         assert "cannot open" in reader.error and not reader.connected
     # waits 0.05, 0.1, 0.2, 0.4, 0.4: about 5 attempts in 1 s, not thousands
@@ -296,7 +303,7 @@ def test_last_alive_advances_while_idle_and_connected(pty):
         time.sleep(0.7)
         assert reader.last_alive > a
         assert time.monotonic() - reader.last_alive < 0.6
-        assert readers._TICK <= 0.5
+        assert IDLE_TICK * 2 <= READER_STALL_S  # the real idle wait, well inside the stall limit
 
 
 def test_bad_backoff_rejected():
@@ -503,3 +510,166 @@ def test_hid_reader_argument_validation():
 def test_path_fixture_is_a_real_tty(pty):
     # guard: the serial tests really run on a terminal device
     assert os.isatty(pty.slave) and Path(pty.port).exists()
+
+
+# ------------------------------------------------------------ idle wake-ups (real tick)
+
+
+def voluntary_switches(t: threading.Thread) -> int:
+    with open(f"/proc/self/task/{t.native_id}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def assert_idle_then_prompt_stop(h: Harness, seconds: float = 1.5) -> None:
+    """An idle reader sleeps in one select(); stop still wakes it at once."""
+    n0 = voluntary_switches(h.thread)
+    time.sleep(seconds)
+    woke = voluntary_switches(h.thread) - n0
+    assert woke <= 2, f"idle reader woke {woke} times in {seconds} s"
+    t0 = time.monotonic()
+    h.stop.set()
+    h.thread.join(2.0)
+    assert not h.thread.is_alive() and time.monotonic() - t0 < 0.5
+
+
+def test_idle_serial_reader_blocks_until_data_or_stop(pty, monkeypatch):
+    monkeypatch.setattr(base, "_TICK", IDLE_TICK)
+    reader = serial_reader(pty.port, "line")
+    with Harness(reader) as h:
+        wait_for(lambda: reader.connected, what="connected")
+        pty.send(b"11\n")
+        assert h.take(1) == ["11"]  # data wakes it at once
+        assert_idle_then_prompt_stop(h)
+
+
+def test_idle_hid_reader_blocks_until_data_or_stop(monkeypatch):
+    monkeypatch.setattr(base, "_TICK", IDLE_TICK)
+    opener = Opener()
+    reader = HidReader("wedge", decoder=HidDecoder(), backoff=FAST, open_device=opener)
+    with Harness(reader) as h:
+        wait_for(lambda: reader.connected, what="connected")
+        opener.device.send(keys("5\n"))
+        assert h.take(1) == ["5"]
+        assert_idle_then_prompt_stop(h)
+    assert opener.device.closed and not opener.device.grabbed
+
+
+def test_stop_is_prompt_in_long_backoff_with_the_real_tick(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "_TICK", IDLE_TICK)
+    reader = SerialReader("door", str(tmp_path / "missing"), decoder=make_decoder("line"),
+                          backoff=(5.0, 60.0))
+    with Harness(reader) as h:
+        wait_for(lambda: reader.error is not None, what="error")
+        assert_idle_then_prompt_stop(h, seconds=1.0)
+
+
+def test_liveness_refreshed_within_the_tick_while_idle(pty, monkeypatch):
+    monkeypatch.setattr(base, "_TICK", 0.3)
+    reader = serial_reader(pty.port)
+    with Harness(reader):
+        wait_for(lambda: reader.connected, what="connected")
+        time.sleep(1.0)
+        assert time.monotonic() - reader.last_alive < 0.3 + 0.2
+
+
+# ------------------------------------------------------------ the registry
+
+
+def test_make_reader_builds_each_type_from_its_config(tmp_path):
+    s = make_reader(ReaderConfig(name="door", type="serial", port=str(tmp_path / "tty"),
+                                 baudrate=19200, protocol="rdm6300"))
+    assert isinstance(s, SerialReader) and (s.name, s.port, s.baudrate) == ("door", str(tmp_path / "tty"), 19200)
+    assert type(s.decoder).__name__ == "Rdm6300Decoder"
+    r = make_reader(ReaderConfig(type="serial", protocol="regex", pattern=r"ID:(?P<tag>\w+)", max_len=80))
+    assert r.decoder.pattern.pattern == r"ID:(?P<tag>\w+)" and r.decoder.max_len == 80
+    h = make_reader(ReaderConfig(name="wedge", type="hid", usb_id="08ff:0009", gap_seconds=0.2, max_len=12))
+    assert isinstance(h, HidReader) and h.usb_id == "08ff:0009"
+    assert (h.decoder.gap_seconds, h.decoder.max_len) == (0.2, 12)
+    with pytest.raises(ValueError, match="unknown reader type"):
+        make_reader(ReaderConfig(type="carrier-pigeon"))
+
+
+def test_every_backend_is_a_reader_with_from_config():
+    import importlib
+
+    for kind, (module, cls) in BACKENDS.items():
+        klass = getattr(importlib.import_module(module), cls)
+        assert issubclass(klass, base.Reader), kind
+        assert klass.from_config.__func__ is not base.Reader.from_config.__func__, kind
+
+
+# ------------------------------------------------------------ the device search
+
+
+class FakeInfo:
+    def __init__(self, vendor: int, product: int) -> None:
+        self.vendor, self.product = vendor, product
+
+
+class FakeInputDevice:
+    table: ClassVar[dict[str, tuple[str, int, int] | None]] = {
+        "/dev/input/event0": ("AT Translated Set 2 keyboard", 0x0001, 0x0001),
+        "/dev/input/event1": None,  # not readable by this user
+        "/dev/input/event2": ("Sycreader RFID Technology Co., Ltd SYC ID&IC USB Reader", 0xFFFF, 0x0035),
+    }
+    closed: ClassVar[list[str]] = []
+
+    def __init__(self, path: str) -> None:
+        entry = self.table[path]
+        if entry is None:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        self.path, (self.name, v, p) = path, entry
+        self.info = FakeInfo(v, p)
+
+    def close(self) -> None:
+        FakeInputDevice.closed.append(self.path)
+
+
+@pytest.fixture
+def fake_evdev(monkeypatch):
+    import evdev
+
+    asked: list[bool] = []
+
+    def list_devices(writable=True):
+        asked.append(writable)
+        return sorted(FakeInputDevice.table)
+
+    monkeypatch.setattr(evdev, "list_devices", list_devices)
+    monkeypatch.setattr(evdev, "InputDevice", FakeInputDevice)
+    FakeInputDevice.closed = []
+    return asked
+
+
+def test_find_input_device_by_name_or_usb_id(fake_evdev):
+    from agent.reading.hid import DeviceSearch, find_input_device
+
+    name = "Sycreader RFID Technology Co., Ltd SYC ID&IC USB Reader"
+    assert find_input_device(device_name=name) == DeviceSearch("/dev/input/event2", f"name {name!r}", 3, 1)
+    assert find_input_device(usb_id="ffff:0035").path == "/dev/input/event2"
+    assert find_input_device(usb_id="FFFF:0035").what == "USB id FFFF:0035"
+    miss = find_input_device(device_name="No Such Reader", writable=False)
+    assert miss == DeviceSearch(None, "name 'No Such Reader'", 3, 1)
+    assert fake_evdev == [True, True, True, False]
+    assert FakeInputDevice.closed.count("/dev/input/event0") == 4  # every device looked at is closed
+
+
+def test_find_input_device_path_and_arguments(fake_evdev):
+    from agent.reading.hid import find_input_device
+
+    assert find_input_device("/dev/input/by-id/x", device_name="ignored").path == "/dev/input/by-id/x"
+    assert fake_evdev == []  # a path is taken as given
+    with pytest.raises(ValueError, match="vvvv:pppp"):
+        find_input_device(usb_id="ffff")
+    with pytest.raises(ValueError, match="path, device_name or usb_id"):
+        find_input_device()
+
+
+def test_hid_reader_opens_what_the_search_found(fake_evdev):
+    reader = HidReader("wedge", usb_id="ffff:0035", decoder=HidDecoder())
+    assert reader._find_device().path == "/dev/input/event2"
+    with pytest.raises(FileNotFoundError, match="no input device with USB id 0000:0001"):
+        HidReader("wedge", usb_id="0000:0001", decoder=HidDecoder())._find_device()

@@ -93,6 +93,8 @@ def test_auto_all_digits_is_decimal_hex_letters_is_hex():
     assert parse_id("0100123456", kind="hex") == 0x0100123456
     assert kind_for_protocol("rdm6300") == "hex"
     assert kind_for_protocol("line") == "auto"
+    assert kind_for_protocol("rdm6300", "serial") == "hex"
+    assert kind_for_protocol("rdm6300", "hid") == "auto"  # protocol describes serial readers only
 
 
 def test_raw_is_stripped_input():

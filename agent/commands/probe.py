@@ -38,9 +38,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from agent.config import Config, ReaderConfig
-from agent.reading.tagformat import FORMATS, all_formats
+from agent.errors import DaemonError, NoDaemon, ReaderBusy
+from agent.reading.base import Reader
+from agent.reading.serial import SerialReader
+from agent.reading.tagformat import FORMATS, all_formats, kind_for_protocol
+from agent.runtime.control import ask
+from agent.runtime.wiring import make_reader
 
-__all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "DEBOUNCE_S", "serial_loop", "hid_loop"]
+__all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "DEBOUNCE_S", "read_loop"]
 
 DAEMON_HOLDS = ("the agent daemon is running and holds the reader: stop it first "
                 "(systemctl stop rfid-agent)")
@@ -117,58 +122,28 @@ class _NoiseReporter:
             self.put(("noise", self.name, (new, getattr(self.decoder, "last_drop", None))))
 
 
-def serial_loop(name: str, ser: Any, decoder: Any, stop: threading.Event, put: Put) -> None:
-    """Read an open serial port until ``stop``; tags and problems go to ``put``."""
-    noise = _NoiseReporter(name, decoder, put)
+def read_loop(reader: Reader, dev: Any, stop: threading.Event, put: Put) -> None:
+    """Read an open device until ``stop`` with the reader's own read step (the
+    daemon's); tags and problems go to ``put``. Unlike the daemon, probe does
+    not reopen a failed device: it says so and the command ends."""
+    noise = _NoiseReporter(reader.name, reader.decoder, put)
+    what = "the serial port" if isinstance(reader, SerialReader) else "the input device"
     try:
+        fd = reader.input_fd(dev)
         while not stop.is_set():
-            data = ser.read(max(1, min(ser.in_waiting, 4096)))
-            tags = decoder.feed(data) if data else []
-            noise.check()  # before the tags: probe may exit at the next card
-            for tag in tags:
-                put(("tag", name, tag))
-    except Exception as exc:  # noqa: BLE001 - SerialException/OSError: unplugged
-        if not stop.is_set():
-            put(("error", name, f"the serial port failed: {exc}"))
-    finally:
-        try:
-            ser.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-def hid_loop(name: str, dev: Any, decoder: Any, stop: threading.Event, put: Put) -> None:
-    """Read a grabbed evdev device until ``stop``; tags and problems go to ``put``."""
-    noise = _NoiseReporter(name, decoder, put)
-    try:
-        while not stop.is_set():
-            ready, _, _ = select.select([dev], [], [], _TICK)
-            if not ready:
+            if fd is not None and not select.select([fd], [], [], _TICK)[0]:
                 continue
-            n = 0
-            tags = []
-            try:
-                for event in dev.read():
-                    n += 1
-                    tag = decoder.feed(event)
-                    if tag:
-                        tags.append(tag)
-            except BlockingIOError:
-                pass
+            n, tags = reader.read_ready(dev)
             noise.check()  # before the tags: probe may exit at the next card
             for tag in tags:
-                put(("tag", name, tag))
-            if not n and stop.wait(0.05):  # readable but empty: never spin
+                put(("tag", reader.name, tag))
+            if not n and fd is not None and stop.wait(0.05):  # readable but empty: never spin
                 break
-    except Exception as exc:  # noqa: BLE001 - OSError ENODEV: unplugged
+    except Exception as exc:  # noqa: BLE001 - SerialException/OSError (ENODEV): unplugged
         if not stop.is_set():
-            put(("error", name, f"the input device failed: {exc}"))
+            put(("error", reader.name, f"{what} failed: {exc}"))
     finally:
-        for method in ("ungrab", "close"):
-            try:
-                getattr(dev, method)()
-            except Exception:  # noqa: BLE001
-                pass
+        reader.close_device(dev)
 
 
 # ------------------------------------------------------------------ main
@@ -208,8 +183,6 @@ def _err(text: str) -> None:
 
 
 def _daemon_running(cfg: Config) -> bool:
-    from agent.runtime.control import DaemonError, NoDaemon, ask
-
     if not os.path.isdir(cfg.state_dir):
         return False
     try:
@@ -224,15 +197,12 @@ def _daemon_running(cfg: Config) -> bool:
 @dataclass
 class _Open:
     rc: ReaderConfig
+    reader: Reader
     dev: Any
-    decoder: Any
-    loop: Callable[..., None]
 
 
 def _open(rc: ReaderConfig) -> _Open:
     """Open one reader as the daemon would; raises ReaderBusy/OSError/SerialException."""
-    from agent.commands.run import make_reader
-
     reader = make_reader(rc)
     if rc.type == "serial" and "://" not in rc.port and not os.path.exists(rc.port):
         raise FileNotFoundError(f"serial port {rc.port} is not present")
@@ -240,12 +210,10 @@ def _open(rc: ReaderConfig) -> _Open:
         raise FileNotFoundError(f"input device {rc.path} is not present")
     dev = reader.open()
     reader.decoder.reset()
-    return _Open(rc, dev, reader.decoder, serial_loop if rc.type == "serial" else hid_loop)
+    return _Open(rc, reader, dev)
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    from agent.commands.run import reader_formats
-    from agent.reading.readers import ReaderBusy
 
     wanted = getattr(args, "reader", None) or [rc.name for rc in cfg.readers]
     by_name = {rc.name: rc for rc in cfg.readers}
@@ -275,16 +243,11 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     finally:
         if len(opened) != len(selected):
             for o in opened:
-                for method in ("ungrab", "close"):
-                    try:
-                        getattr(o.dev, method)()
-                    except Exception:  # noqa: BLE001
-                        pass
+                o.reader.close_device(o.dev)
 
-    formats = reader_formats(cfg)
     stop = threading.Event()
     q: queue.Queue = queue.Queue()
-    threads = [threading.Thread(target=o.loop, args=(o.rc.name, o.dev, o.decoder, stop, q.put),
+    threads = [threading.Thread(target=read_loop, args=(o.reader, o.dev, stop, q.put),
                                 name=f"probe-{o.rc.name}", daemon=True) for o in opened]
     for t in threads:
         t.start()
@@ -324,9 +287,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
             seen[key] = now
             if prev is not None and now - prev < DEBOUNCE_S:
                 continue  # the same card, still held
-            tag_format, byte_order, _, kind_ = formats[name]
-            fm = all_formats(payload, byte_order=byte_order, kind=kind_)
-            print(card_block(name, describe(by_name[name]), payload, fm, tag_format), flush=True)
+            rc = by_name[name]
+            fm = all_formats(payload, byte_order=rc.byte_order, kind=kind_for_protocol(rc.protocol, rc.type))
+            print(card_block(name, describe(rc), payload, fm, rc.tag_format), flush=True)
             cards += 1
             last_card = now
             if count is not None and cards >= count:

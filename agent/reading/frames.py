@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
+from typing import Callable
 
 __all__ = [
     "Decoder",
@@ -40,10 +41,9 @@ __all__ = [
     "Rdm6300Decoder",
     "RegexDecoder",
     "make_decoder",
+    "DECODERS",
     "PROTOCOLS",
 ]
-
-PROTOCOLS = ("line", "rdm6300", "regex")
 
 _log = logging.getLogger("agent.reader")
 
@@ -263,6 +263,30 @@ def _check_max_len(max_len: object) -> None:
         raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
 
 
+def _line(max_len: int | None, pattern: str | None) -> Decoder:
+    return LineDecoder(max_len if max_len is not None else 64)
+
+
+def _rdm6300(max_len: int | None, pattern: str | None) -> Decoder:
+    return Rdm6300Decoder()
+
+
+def _regex(max_len: int | None, pattern: str | None) -> Decoder:
+    if not pattern:
+        raise ValueError("protocol 'regex' needs a pattern with a named group 'tag'")
+    return RegexDecoder(pattern, max_len if max_len is not None else 256)
+
+
+#: ``reader.protocol`` -> builder(max_len, pattern); a new serial protocol is
+#: one decoder class plus one line here.
+DECODERS: dict[str, Callable[[int | None, str | None], Decoder]] = {
+    "line": _line,
+    "rdm6300": _rdm6300,
+    "regex": _regex,
+}
+PROTOCOLS = tuple(DECODERS)
+
+
 def make_decoder(
     protocol: str, *, max_len: int | None = None, pattern: str | None = None
 ) -> Decoder:
@@ -273,7 +297,7 @@ def make_decoder(
     required for "regex" and rejected for the others.  Raises ValueError with
     a clear message on any bad argument.
     """
-    if protocol not in PROTOCOLS:
+    if protocol not in PROTOCOLS:  # a tuple: unhashable input still gets the ValueError
         raise ValueError(
             f"unknown reader protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}"
         )
@@ -281,10 +305,4 @@ def make_decoder(
         _check_max_len(max_len)
     if protocol != "regex" and pattern:
         raise ValueError(f"a pattern is only used with protocol 'regex', not {protocol!r}")
-    if protocol == "line":
-        return LineDecoder(max_len if max_len is not None else 64)
-    if protocol == "rdm6300":
-        return Rdm6300Decoder()
-    if not pattern:
-        raise ValueError("protocol 'regex' needs a pattern with a named group 'tag'")
-    return RegexDecoder(pattern, max_len if max_len is not None else 256)
+    return DECODERS[protocol](max_len, pattern)

@@ -68,10 +68,13 @@ _MAX_DEC = 13
 _LIMIT = 1 << 40
 
 
+def kind_for_protocol(protocol: str, reader_type: str = "serial") -> str:
+    """The ``kind`` to use for tags from a reader protocol: rdm6300 -> "hex".
 
-def kind_for_protocol(protocol: str) -> str:
-    """The ``kind`` to use for tags from a reader protocol: rdm6300 -> "hex"."""
-    return "hex" if protocol == "rdm6300" else "auto"
+    ``protocol`` only describes serial readers; any other ``reader_type``
+    (hid) reads "auto" whatever its table says.
+    """
+    return "hex" if reader_type == "serial" and protocol == "rdm6300" else "auto"
 
 
 def _check_args(byte_order: str, kind: str) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Callable
+from typing import Callable, Sequence
 
+from agent.config import ReaderConfig
 from agent.journal.store import Journal, JournalError
 from agent.reading.debounce import Debouncer
-from agent.reading.tagformat import TagFormatError, format_tag
+from agent.reading.tagformat import TagFormatError, format_tag, kind_for_protocol
 
 log = logging.getLogger("agent.scan")
 
@@ -27,17 +28,19 @@ def tag_for_log(tag: str, mode: str) -> str:
 
 class Recorder:
     def __init__(self, journal: Journal, clock, feedback, *,
-                 readers: dict[str, tuple[str, str, float, str]],
+                 readers: Sequence[ReaderConfig],
                  log_tags: str = "plain",
                  on_stored: Callable[[], None] | None = None) -> None:
-        """``readers`` maps a reader name to (tag_format, byte_order,
-        debounce_seconds, kind) where kind is how its raw data reads ("auto",
-        "hex" or "decimal", see :mod:`agent.reading.tagformat`)."""
+        """``readers`` are the configured ``[reader]`` tables: each one's
+        tag_format, byte_order and debounce_seconds apply to its reads, and
+        its type and protocol say how its raw data reads (see
+        :func:`agent.reading.tagformat.kind_for_protocol`)."""
         self.journal = journal
         self.clock = clock
         self.feedback = feedback
-        self.formats = {name: (fmt, order, kind) for name, (fmt, order, _, kind) in readers.items()}
-        self.debounce = {name: Debouncer(window) for name, (_, _, window, _) in readers.items()}
+        self.formats = {rc.name: (rc.tag_format, rc.byte_order, kind_for_protocol(rc.protocol, rc.type))
+                        for rc in readers}
+        self.debounce = {rc.name: Debouncer(rc.debounce_seconds) for rc in readers}
         self.log_tags = log_tags
         self.on_stored = on_stored
         self.counts = {"stored": 0, "already": 0, "error": 0, "invalid": 0}
@@ -46,9 +49,9 @@ class Recorder:
         """Reads recorded just before a restart in this boot still debounce."""
         try:
             for rec in self.journal.tail(n):
-                deb = self.debounce.get(rec.get("reader", ""))
-                if deb is not None and rec.get("boot_id") == boot_id and "mono_ns" in rec:
-                    deb.seed(rec["reader"], rec["tag"], int(rec["mono_ns"]))
+                deb = self.debounce.get(rec.reader)
+                if deb is not None and rec.boot_id == boot_id and rec.mono_ns is not None:
+                    deb.seed(rec.reader, rec.tag, int(rec.mono_ns))
         except Exception:  # a seed is a nicety; never block start-up on it
             log.exception("could not seed debounce from the journal")
 
@@ -82,8 +85,8 @@ class Recorder:
             self.feedback.event("error", f"tag={tag}")
             return "error"
         self.counts["stored"] += 1
-        self.feedback.event("stored", f"tag={tag} id={rec['id']}")
-        log.info("stored scan %s from %s (card %s)", rec["id"], reader, tag_for_log(tag, self.log_tags))
+        self.feedback.event("stored", f"tag={tag} id={rec.id}")
+        log.info("stored scan %s from %s (card %s)", rec.id, reader, tag_for_log(tag, self.log_tags))
         if self.on_stored is not None:
             self.on_stored()
         return "stored"
