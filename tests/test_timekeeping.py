@@ -1,4 +1,4 @@
-"""Tests for agent.clock.timekeeping, all on injected clocks (never the machine's)."""
+"""Tests for agent.clock (sources, anchors, policy, clock), all on injected clocks (never the machine's)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zoneinfo import ZoneInfo
 
-from agent.clock.timekeeping import (
-    MAX_ANCHORS_PER_BOOT,
-    MAX_BOOTS,
-    AnchorStore,
-    Clock,
-    ClockSources,
-    Effective,
-    boottime_ns,
-    datetime_to_ns,
-    kernel_synced,
-    read_boot_id,
-    to_local,
-)
+from agent.clock.anchors import MAX_ANCHORS_PER_BOOT, MAX_BOOTS, AnchorStore
+from agent.clock.clock import Clock
+from agent.clock.policy import Effective, datetime_to_ns, to_local
+from agent.clock.sources import ClockSources, boottime_ns, kernel_synced, read_boot_id
 
 UTC = timezone.utc
 S = 10**9
@@ -596,8 +587,6 @@ def test_anchor_file_is_json_with_boot_order(tmp_path: Path) -> None:
 
 
 def test_build_floor_judges_our_clock_not_other_systems_punches(tmp_path):
-    from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
-
     src = ClockSources(trust_rtc=True, boot_id_path=str(tmp_path / "b"),
                        wall_ns=lambda: 1_795_000_000 * 10**9, mono_ns=lambda: 10**9)
     (tmp_path / "b").write_text("boot\n")
