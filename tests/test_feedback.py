@@ -1,10 +1,11 @@
-"""Tests for agent.feedback.backends: pin timelines on gpiozero's MockFactory."""
+"""Tests for agent.feedback (patterns, backends, make_feedback): pin timelines on gpiozero's MockFactory."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import os
 import re
 import statistics
 import threading
@@ -17,20 +18,12 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.feedback import backends as fbm
-from agent.feedback.backends import (
-    CONDITIONS,
-    EVENTS,
-    PATTERNS,
-    ConsoleFeedback,
-    Feedback,
-    FeedbackUnavailable,
-    GpioFeedback,
-    finish,
-    make_feedback,
-    pad,
-    tail,
-)
+from agent.config import FeedbackConfig
+from agent.feedback import Feedback, FeedbackUnavailable, make_feedback
+from agent.feedback import patterns as fbm
+from agent.feedback.console import ConsoleFeedback
+from agent.feedback.gpio import GpioFeedback, pin_factory_status
+from agent.feedback.patterns import CONDITIONS, EVENTS, PATTERNS, finish, pad, tail
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "feedback.md"
 TOL = 0.03  # seconds: thread wake-up jitter on a shared CI machine
@@ -254,6 +247,28 @@ def test_player_sleeps_between_transitions_and_stops_on_close(factory, gpio):
     assert [t.name for t in threading.enumerate()].count("feedback") == 1
     fb.close()
     assert "feedback" not in [t.name for t in threading.enumerate()]
+
+
+def _wakeups(thread: threading.Thread) -> int:
+    with open(f"/proc/self/task/{thread.native_id}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_idle_player_blocks_without_waking(factory, gpio):
+    """The idle daemon wakes about once a second overall: with nothing playing
+    or looping, the player thread waits without a timeout."""
+    fb = gpio(green=17, red=27, buzzer=22, time_scale=0.05)
+    fb.event("error")
+    time.sleep(0.2)  # the event (0.05 s here) is over
+    before = _wakeups(fb._player)
+    time.sleep(1.0)
+    assert _wakeups(fb._player) - before == 0
+    fb.condition("offline", True)  # a loop: one wake-up per transition (2 per 0.25 s here)
+    time.sleep(0.05)
+    before = _wakeups(fb._player)
+    time.sleep(0.5)
+    assert 1 <= _wakeups(fb._player) - before <= 6
 
 
 def test_new_event_preempts_playing_event(factory, gpio):
@@ -535,7 +550,7 @@ def no_gpio(monkeypatch):
 
 def test_make_feedback_gpio_without_gpio_is_unavailable(no_gpio):
     with pytest.raises(FeedbackUnavailable) as info:
-        make_feedback("gpio", green=17, red=27, buzzer=22)
+        make_feedback(FeedbackConfig(backend="gpio", green_pin=17, red_pin=27, buzzer_pin=22))
     msg = str(info.value)
     assert "\n" not in msg
     assert msg.startswith("GPIO is not available on this machine (BadPinFactory")
@@ -545,7 +560,7 @@ def test_make_feedback_gpio_without_gpio_is_unavailable(no_gpio):
 
 def test_make_feedback_gpio_falls_back_to_console(no_gpio, caplog, capsys):
     with caplog.at_level(logging.WARNING, logger="agent.feedback"):
-        fb = make_feedback("gpio", green=17, fallback="console")
+        fb = make_feedback(FeedbackConfig(backend="gpio", green_pin=17, fallback="console"))
     assert type(fb) is ConsoleFeedback
     assert "GPIO is not available" in caplog.text and "using console" in caplog.text
     fb.event("stored", "tag=1")
@@ -554,12 +569,12 @@ def test_make_feedback_gpio_falls_back_to_console(no_gpio, caplog, capsys):
 
 def test_make_feedback_bad_pin_is_unavailable(factory):
     with pytest.raises(FeedbackUnavailable, match=r"could not be set up.*GPIO99"):
-        make_feedback("gpio", green=17, red="GPIO99")
+        make_feedback(FeedbackConfig(backend="gpio", green_pin=17, red_pin="GPIO99"))
     LED(17).close()  # the green LED opened before the failure was released
 
 
 def test_make_feedback_with_mock_factory_and_validation(factory, capsys):
-    fb = make_feedback("gpio", green=17, buzzer=22, buzzer_type="passive",
+    fb = make_feedback(FeedbackConfig(backend="gpio", green_pin=17, buzzer_pin=22, buzzer_type="passive"),
                        pin_factory=factory)
     try:
         assert type(fb) is GpioFeedback
@@ -567,14 +582,29 @@ def test_make_feedback_with_mock_factory_and_validation(factory, capsys):
         assert factory.pin(17).state == 1
     finally:
         fb.close()
-    assert type(make_feedback("none")) is Feedback
-    assert type(make_feedback("console")) is ConsoleFeedback
+    assert type(make_feedback(FeedbackConfig(backend="none"))) is Feedback
+    assert type(make_feedback(FeedbackConfig(backend="console"))) is ConsoleFeedback
     for kwargs, field in (({"backend": "leds"}, "backend"),
-                          ({"backend": "gpio", "fallback": "beep", "green": 1}, "fallback"),
-                          ({"backend": "gpio", "buzzer_type": "x", "buzzer": 1}, "buzzer_type"),
+                          ({"backend": "gpio", "fallback": "beep", "green_pin": 1}, "fallback"),
+                          ({"backend": "gpio", "buzzer_type": "x", "buzzer_pin": 1}, "buzzer_type"),
                           ({"backend": "gpio"}, "at least one")):
         with pytest.raises(ValueError, match=field):
-            make_feedback(**kwargs)
+            make_feedback(FeedbackConfig(**kwargs))
+
+
+def test_pin_factory_status(monkeypatch):
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    assert pin_factory_status() == ("MockFactory", None, ())
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "MOCK")  # as gpiozero: verbatim, then lower-cased
+    assert pin_factory_status().name == "MockFactory"
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "no-such-factory")
+    status = pin_factory_status()
+    assert status.name is None and status.error.startswith("BadPinFactory") and "no-such-factory" in status.error
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY")
+    status = pin_factory_status()  # this machine: no GPIO (as test_make_feedback_gpio_without_gpio...)
+    assert status == (None, "BadPinFactory: Unable to load any default pin factory!", status.tried)
+    assert [t.split(":")[0] for t in status.tried] == ["lgpio", "rpigpio", "pigpio", "native"]
+    assert all("\n" not in t for t in status.tried)
 
 
 # ---------------------------------------------------------------- console
@@ -631,7 +661,7 @@ def test_console_broken_stream_never_raises(caplog):
 
 
 def test_none_backend_is_silent_noop():
-    fb = make_feedback("none")
+    fb = make_feedback(FeedbackConfig())
     fb.event("stored", "x")
     fb.condition("offline", True)
     assert fb.conditions == {"offline"}

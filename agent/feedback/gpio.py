@@ -1,14 +1,5 @@
-"""What the person at the door sees and hears: LED and buzzer feedback.
-
-Three one-shot *events* (``stored``, ``already``, ``error``) and three
-persistent *conditions* (``reader_missing`` > ``auth`` > ``offline``, in
-priority order).  The pattern table lives in :data:`PATTERNS` and is documented
-in ``docs/feedback.md``.
-
-Backends: :class:`Feedback` (no-op, backend ``"none"``), :class:`ConsoleFeedback`
-(one parseable line per event / condition change) and :class:`GpioFeedback`
-(gpiozero LEDs and an active or passive buzzer).  :func:`make_feedback` builds
-one from configuration.
+"""The ``"gpio"`` backend: LEDs and an active or passive buzzer through gpiozero,
+and :func:`pin_factory_status` for ``agent doctor``.
 
 How :class:`GpioFeedback` plays patterns
 ----------------------------------------
@@ -35,246 +26,35 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
+import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from itertools import chain, cycle
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.errors import FeedbackUnavailable
+from agent.feedback.base import Feedback
+from agent.feedback.patterns import (
+    BUZZER_TYPES,
+    PASSIVE_MID_HZ,
+    PASSIVE_OCTAVES,
+    PATTERNS,
+    RESUME_GAP,
+    Pattern,
+    Step,
+    finish,
+    pad,
+    tail,
+    transitions,
+)
+
+if TYPE_CHECKING:
+    from agent.config import FeedbackConfig
 
 log = logging.getLogger("agent.feedback")
 
-EVENTS = ("stored", "already", "error")
-CONDITIONS = ("auth", "offline", "reader_missing")
-#: Highest priority first: the condition shown when several are active.
-CONDITION_PRIORITY = ("reader_missing", "auth", "offline")
-BACKENDS = ("gpio", "console", "none")
-FALLBACKS = ("none", "console")
-BUZZER_TYPES = ("active", "passive")
-
-Step = tuple[float, float]
-"""``(level, seconds)``. Light: level 1.0 on / 0.0 off.  Sound: pitch in Hz,
-0.0 = silent (an active buzzer sounds for any pitch > 0)."""
-
-#: Passive buzzer: TonalBuzzer centre tone and range (1000-4000 Hz, where
-#: small piezo discs are loud).
-PASSIVE_MID_HZ = 2000.0
-PASSIVE_OCTAVES = 1
-
-HIGH, MID, LOW = 2700.0, 2000.0, 1000.0
-
-#: Darkness after an event before a condition's pattern resumes, so the last
-#: flash of the event never merges with the condition's first one.
-RESUME_GAP = 0.3
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """One row of the pattern table.
-
-    ``light`` plays on the ``color`` LED (or on the only LED wired);
-    ``sound`` on the buzzer.  For an event both play once.  For a condition
-    ``light`` loops while the condition is shown and ``sound`` is a chime
-    played once when the condition turns on.
-    """
-
-    name: str
-    color: str
-    light: tuple[Step, ...]
-    sound: tuple[Step, ...] = ()
-
-    @property
-    def duration(self) -> float:
-        """Length of one play (an event's total, a condition's loop period)."""
-        return max(total(self.light), total(self.sound))
-
-    @property
-    def chime_duration(self) -> float:
-        return total(self.sound)
-
-    def scaled(self, k: float) -> Pattern:
-        def sc(steps: tuple[Step, ...]) -> tuple[Step, ...]:
-            return tuple((level, hold * k) for level, hold in steps)
-
-        return Pattern(self.name, self.color, sc(self.light), sc(self.sound))
-
-
-PATTERNS: dict[str, Pattern] = {
-    # Events (one-shot).
-    "stored": Pattern("stored", "green", light=((1, 0.5),), sound=((HIGH, 0.1),)),
-    "already": Pattern(
-        "already", "green",
-        light=((1, 0.15), (0, 0.15), (1, 0.15)),
-        sound=((MID, 0.06), (0, 0.09), (MID, 0.06)),
-    ),
-    "error": Pattern(
-        "error", "red",
-        light=((1, 0.25), (0, 0.15), (1, 0.25), (0, 0.15), (1, 0.25)),
-        sound=((LOW, 0.25), (0, 0.15), (LOW, 0.25), (0, 0.15), (LOW, 0.25)),
-    ),
-    # Conditions (light loops; sound = chime once at onset).
-    "reader_missing": Pattern(
-        "reader_missing", "red", light=((1, 0.5), (0, 0.5)), sound=((LOW, 0.6),)
-    ),
-    "auth": Pattern(
-        "auth", "red",
-        light=((1, 0.1), (0, 0.1), (1, 0.1), (0, 1.7)),
-        sound=((HIGH, 0.08), (0, 0.04), (LOW, 0.08), (0, 0.04),
-               (HIGH, 0.08), (0, 0.04), (LOW, 0.08)),
-    ),
-    "offline": Pattern("offline", "green", light=((1, 0.05), (0, 4.95))),
-}
-
-
-# --------------------------------------------------------------------------
-# Pure timeline helpers
-
-
-def total(steps: Iterable[Step]) -> float:
-    return sum(hold for _, hold in steps)
-
-
-def tail(steps: Iterable[Step], elapsed: float) -> list[Step]:
-    """The part of ``steps`` still to play ``elapsed`` seconds after it began."""
-    out: list[Step] = []
-    t = 0.0
-    for level, hold in steps:
-        end = t + hold
-        if end > elapsed:
-            out.append((level, hold if t >= elapsed else end - elapsed))
-        t = end
-    return out
-
-
-def pad(steps: Iterable[Step], length: float) -> list[Step]:
-    """``steps`` followed by silence/darkness up to ``length`` seconds."""
-    out = list(steps)
-    rest = length - total(out)
-    if rest > 1e-9:
-        out.append((0.0, rest))
-    return out
-
-
-def finish(steps: Iterable[Step]) -> list[Step]:
-    """A one-shot sequence that ends switched off, without a trailing wait."""
-    out = [s for s in steps if s[1] > 0]
-    while out and out[-1][0] == 0:
-        out.pop()
-    out.append((0.0, 0.0))
-    return out
-
-
-# --------------------------------------------------------------------------
-# Backends
-
-
-
-class Feedback:
-    """No-op feedback (backend ``"none"``) and the base of the others.
-
-    The public methods validate names, serialise callers, never raise (errors
-    are logged) and call the ``_event``/``_condition``/``_close`` hooks.
-    :meth:`condition` only reaches the hook when the state actually changes.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active: set[str] = set()
-        self._closed = False
-
-    @property
-    def conditions(self) -> frozenset[str]:
-        """The conditions currently active."""
-        return frozenset(self._active)
-
-    def event(self, name: str, detail: str = "") -> None:
-        if name not in EVENTS:
-            log.warning("feedback: unknown event %r ignored", name)
-            return
-        try:
-            with self._lock:
-                if not self._closed:
-                    self._event(name, detail)
-        except Exception as exc:  # the door must never fail on feedback
-            log.warning("feedback: event %s failed: %s: %s", name, type(exc).__name__, exc)
-
-    def condition(self, name: str, active: bool) -> None:
-        if name not in CONDITIONS:
-            log.warning("feedback: unknown condition %r ignored", name)
-            return
-        active = bool(active)
-        try:
-            with self._lock:
-                if self._closed or (name in self._active) == active:
-                    return
-                if active:
-                    self._active.add(name)
-                else:
-                    self._active.discard(name)
-                self._condition(name, active)
-        except Exception as exc:
-            log.warning("feedback: condition %s failed: %s: %s", name, type(exc).__name__, exc)
-
-    def close(self) -> None:
-        try:
-            with self._lock:
-                if self._closed:
-                    return
-                self._closed = True
-                self._close()
-        except Exception as exc:
-            log.warning("feedback: close failed: %s: %s", type(exc).__name__, exc)
-
-    def _shown(self) -> str | None:
-        """The active condition with the highest priority."""
-        return next((c for c in CONDITION_PRIORITY if c in self._active), None)
-
-    # Hooks, called with the lock held.
-    def _event(self, name: str, detail: str) -> None:
-        pass
-
-    def _condition(self, name: str, active: bool) -> None:
-        pass
-
-    def _close(self) -> None:
-        pass
-
-
-class ConsoleFeedback(Feedback):
-    """One flushed line per event (``"stored tag=123 id=abc"``) and per
-    condition change (``"offline on"`` / ``"offline off"``).
-
-    Line breaks inside ``detail`` become spaces so every call stays one line.
-    """
-
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        super().__init__()
-        self._stream = stream if stream is not None else sys.stdout
-
-    def _write(self, line: str) -> None:
-        self._stream.write(line + "\n")
-        self._stream.flush()
-
-    def _event(self, name: str, detail: str) -> None:
-        detail = " ".join(str(detail).splitlines())
-        self._write(f"{name} {detail}".rstrip())
-
-    def _condition(self, name: str, active: bool) -> None:
-        self._write(f"{name} {'on' if active else 'off'}")
-
-
-def transitions(once: Iterable[Step], loop: Iterable[Step] = ()) -> Iterator[tuple[float, float]]:
-    """``(seconds from start, level)`` for each step: ``once`` then ``loop``
-    repeated forever (if given)."""
-    loop = tuple(loop)
-    t = 0.0
-    for level, hold in chain(once, cycle(loop) if loop else ()):
-        yield t, level
-        t += hold
+__all__ = ["DEFAULT_PIN_FACTORIES", "GpioFeedback", "PinFactoryStatus", "pin_factory_status"]
 
 
 class _Output:
@@ -333,6 +113,29 @@ class GpioFeedback(Feedback):
     small value).  With a single LED wired, every pattern uses it.
     """
 
+    @classmethod
+    def from_config(cls, fc: FeedbackConfig, *, pin_factory: Any = None) -> GpioFeedback:
+        """The pins of ``fc``.  A machine where they cannot be opened raises
+        :class:`FeedbackUnavailable` with one line saying why (gpiozero's
+        reason per pin factory tried); bad settings raise ValueError."""
+        if fc.buzzer_type not in BUZZER_TYPES:
+            raise ValueError(f"feedback.buzzer_type must be 'active' or 'passive', not {fc.buzzer_type!r}")
+        if fc.green_pin is None and fc.red_pin is None and fc.buzzer_pin is None:
+            raise ValueError("feedback.backend = \"gpio\" needs at least one of green, red, buzzer")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return cls(green=fc.green_pin, red=fc.red_pin, buzzer=fc.buzzer_pin,
+                           buzzer_type=fc.buzzer_type, pin_factory=pin_factory)
+            except Exception as exc:
+                error = exc
+            finally:
+                for w in caught:
+                    log.debug("feedback: gpiozero: %s", w.message)
+        tried = [str(w.message).removeprefix("Falling back from ") for w in caught
+                 if type(w.message).__name__ == "PinFactoryFallback"]
+        raise FeedbackUnavailable(_describe(error, tried)) from None
+
     def __init__(
         self,
         *,
@@ -350,7 +153,9 @@ class GpioFeedback(Feedback):
             raise ValueError("gpio feedback needs at least one of the green, red or buzzer pins")
         if not time_scale > 0:
             raise ValueError("time_scale must be > 0")
-        from gpiozero import LED, Buzzer, TonalBuzzer  # lazy: ~100 ms import
+        # lazy: ~100 ms to import, and only this backend needs gpiozero (a
+        # machine without it still runs the console and none backends)
+        from gpiozero import LED, Buzzer, TonalBuzzer
         from gpiozero.tones import Tone
 
         self._patterns = {n: p.scaled(time_scale) for n, p in PATTERNS.items()}
@@ -492,64 +297,76 @@ class GpioFeedback(Feedback):
         self._outputs = {}
 
 
-# --------------------------------------------------------------------------
-# Factory
-
-
-def make_feedback(
-    backend: str,
-    *,
-    green: int | str | None = None,
-    red: int | str | None = None,
-    buzzer: int | str | None = None,
-    buzzer_type: str = "active",
-    fallback: str = "none",
-    pin_factory: Any = None,
-) -> Feedback:
-    """Build the configured backend.
-
-    ``"gpio"`` on a machine where the pins cannot be opened raises
-    :class:`FeedbackUnavailable`, or with ``fallback="console"`` logs a warning
-    and returns a :class:`ConsoleFeedback`.  Bad settings raise ``ValueError``.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"feedback.backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if fallback not in FALLBACKS:
-        raise ValueError(f"feedback.fallback must be 'none' or 'console', not {fallback!r}")
-    if backend == "none":
-        return Feedback()
-    if backend == "console":
-        return ConsoleFeedback()
-    if buzzer_type not in BUZZER_TYPES:
-        raise ValueError(f"feedback.buzzer_type must be 'active' or 'passive', not {buzzer_type!r}")
-    if green is None and red is None and buzzer is None:
-        raise ValueError("feedback.backend = \"gpio\" needs at least one of green, red, buzzer")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            return GpioFeedback(green=green, red=red, buzzer=buzzer,
-                                buzzer_type=buzzer_type, pin_factory=pin_factory)
-        except Exception as exc:
-            error = exc
-        finally:
-            for w in caught:
-                log.debug("feedback: gpiozero: %s", w.message)
-    tried = [str(w.message).removeprefix("Falling back from ") for w in caught
-             if type(w.message).__name__ == "PinFactoryFallback"]
-    problem = _describe(error, tried)
-    if fallback == "console":
-        log.warning("%s; using console feedback instead", problem)
-        return ConsoleFeedback()
-    raise FeedbackUnavailable(
-        f'{problem}; set feedback.fallback = "console" or feedback.backend = "none"'
-    ) from None
-
-
 def _describe(exc: Exception, tried: list[str]) -> str:
     """One line: what failed and why (gpiozero's reasons per pin factory)."""
-    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    reason = _one_line(exc)
     if tried:
         reason += "; tried " + "; ".join(" ".join(t.split()) for t in tried)
     if type(exc).__name__ == "BadPinFactory":
         return f"GPIO is not available on this machine ({reason})"
     return f"GPIO feedback could not be set up, check the feedback pins ({reason})"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+# --------------------------------------------------------------------------
+# Which pin factory works (agent doctor)
+
+#: gpiozero's own order when ``GPIOZERO_PIN_FACTORY`` is unset (its
+#: docs/api_pins.rst: lgpio, then RPi.GPIO, then pigpio, then native).
+DEFAULT_PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native")
+
+
+class PinFactoryStatus(NamedTuple):
+    """Which gpiozero pin factory the first device of a new process would get."""
+
+    name: str | None  # its class ("LGPIOFactory"); None when none works
+    error: str | None  # when none works: one line, e.g. "BadPinFactory: ..."; else None
+    tried: tuple[str, ...] = ()  # "lgpio: <reason>" per default factory that failed first
+
+
+def pin_factory_status() -> PinFactoryStatus:
+    """Resolve the pin factory as gpiozero does, with its public parts only:
+    ``GPIOZERO_PIN_FACTORY`` (the name verbatim, then lower-cased) or else
+    :data:`DEFAULT_PIN_FACTORIES` in order, each looked up in the
+    ``gpiozero_pin_factories`` entry-point group.  The factory found is closed
+    again, so no pin stays claimed; ``Device.pin_factory`` is neither read nor set.
+    Never raises."""
+    from importlib.metadata import entry_points
+
+    try:
+        # lazy: ~100 ms to import, and only a gpio configuration asks
+        from gpiozero.exc import BadPinFactory
+    except Exception as exc:  # noqa: BLE001 - not installed, or broken
+        return PinFactoryStatus(None, _one_line(exc))
+    group = {ep.name: ep for ep in entry_points(group="gpiozero_pin_factories")}
+    wanted = os.environ.get("GPIOZERO_PIN_FACTORY")
+    if wanted is not None:
+        ep = group.get(wanted) or group.get(wanted.lower())
+        if ep is None:
+            return PinFactoryStatus(None, _one_line(BadPinFactory(f"Unable to find pin factory {wanted!r}")))
+        names = [ep.name]
+    else:
+        names = list(DEFAULT_PIN_FACTORIES)
+    tried: list[str] = []
+    for name in names:
+        try:
+            if name not in group:
+                raise BadPinFactory(f"no entry point {name!r} in gpiozero_pin_factories")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # gpiozero's own fallback notes
+                factory = group[name].load()()
+        except Exception as exc:  # noqa: BLE001 - each library fails its own way
+            if wanted is not None:
+                return PinFactoryStatus(None, _one_line(exc))
+            tried.append(f"{name}: {' '.join(str(exc).split())}")
+            continue
+        try:
+            factory.close()
+        except Exception:  # noqa: BLE001 - it worked; releasing it is best effort
+            pass
+        return PinFactoryStatus(type(factory).__name__, None, tuple(tried))
+    error = _one_line(BadPinFactory("Unable to load any default pin factory!"))
+    return PinFactoryStatus(None, error, tuple(tried))
