@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
-from agent.crosschex.client import CcRecord
+from agent.crosschex.wire import CcRecord
 from agent.errors import MappingError
 
 __all__ = ["LocalScan", "Report", "MappingError", "load_mapping", "tag_for", "reconcile"]
