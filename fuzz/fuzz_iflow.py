@@ -1,11 +1,11 @@
-"""atheris target: iFlow's answer (agent.delivery.iflow.classify) and Retry-After."""
+"""atheris target: iFlow's answer (agent.delivery.wire.classify) and Retry-After."""
 
 import sys
 
 import atheris
 
 with atheris.instrument_imports(include=["agent"]):
-    from agent.delivery.iflow import AnswerError, Item, classify, parse_retry_after
+    from agent.delivery.wire import AnswerError, Item, classify, parse_retry_after
 
 ITEMS = [Item("k1", "123", "2026-11-22", "10:00:00"), Item("k2", "456", "2026-11-22", "10:00:01"),
          Item("k3", "123", "2026-11-22", "10:00:00")]

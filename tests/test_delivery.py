@@ -8,17 +8,23 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.delivery.deliverer import Deliverer, Uploader
-from agent.delivery.iflow import IflowClient
+from agent.delivery.backlog import count_backlog
+from agent.delivery.client import IflowClient
+from agent.delivery.deliverer import Deliverer
+from agent.delivery.uploader import HEARTBEAT_S, Uploader
 from agent.journal.store import Journal
+from agent.records import Record
 from standins.iflow import IflowStandin
-from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
+from agent.clock.anchors import AnchorStore
+from agent.clock.clock import Clock
+from agent.clock.sources import ClockSources
 from tests.support.harness import AGENT, Daemon, Pty, run_cli, wait_ready, write_config
 
 TZ = ZoneInfo("Europe/Bucharest")
@@ -50,7 +56,7 @@ class FakeClock:
         return c
 
 
-def fill(journal: Journal, clock: Clock, tags, step: float = 1.0, fake: FakeClock | None = None) -> list[dict]:
+def fill(journal: Journal, clock: Clock, tags, step: float = 1.0, fake: FakeClock | None = None) -> list[Record]:
     out = []
     for t in tags:
         fields = {"tag": t, "raw": t, "reader": "door", "source": "reader"}
@@ -95,15 +101,29 @@ def test_outcomes_duplicate_and_rejected_with_reason(tmp_path):
         fake, clock, journal, d = make(tmp_path, standin)
         fill(journal, clock, ["1", "2", "777"], fake=fake)
         assert d.drain().delivered == 2
-        recs = {r["tag"]: r for r in journal.records()}
-        assert recs["777"]["state"] == "rejected"
-        assert "Niciun angajat" in recs["777"]["message"]
+        recs = {r.tag: r for r in journal.records()}
+        assert recs["777"].state == "rejected"
+        assert "Niciun angajat" in recs["777"].message
         # resend of what iFlow already holds comes back duplicate = delivered
         journal.update([(recs["1"], {"state": "pending"})])
         s = d.drain()
-        assert s.duplicate == 1 and {r["tag"]: r["state"] for r in journal.records()}["1"] == "duplicate"
+        assert s.duplicate == 1 and {r.tag: r.state for r in journal.records()}["1"] == "duplicate"
         # rejected records are not retried on their own
         assert d.drain().requests == 0
+
+
+def test_a_record_in_a_state_this_version_does_not_know_is_never_sent(tmp_path, standin):
+    """A newer version may have delivered it: it waits, unchanged, as the file holds it."""
+    fake, clock, journal, d = make(tmp_path, standin)
+    first, second = fill(journal, clock, ["U1", "U2"], fake=fake)
+    journal.update([(first, {"state": "awaiting_confirmation", "future_field": 1})])
+    s = d.drain(release_unsynced=True)
+    assert s.delivered == 1 and [g["rfidTag"] for g in standin.stored] == ["U2"]
+    assert d.drain().requests == 0
+    journal.close()
+    stored = json.loads((tmp_path / "journal" / "seg-00000001.json").read_bytes())["scans"]
+    assert stored["1"] == dict(first.to_doc(), state="awaiting_confirmation", future_field=1)
+    assert stored["2"]["state"] == "delivered" and "released" not in stored["2"]  # a flag in memory only
 
 
 def test_stored_then_connection_dropped_is_resent_as_duplicate(tmp_path, standin):
@@ -150,7 +170,7 @@ def test_pins_of_a_failed_request_stay_and_pins_never_sent_are_dropped(tmp_path,
     first = s.delivered
     second = len(standin.stored) - first
     assert second > 0 and journal.pinned() == second
-    pinned = {r["id"]: (r["sent_date"], r["sent_time"]) for r in journal.records(("pending",)) if r.get("sent_date")}
+    pinned = {r.id: (r.sent_date, r.sent_time) for r in journal.records(("pending",)) if r.sent_date}
     assert len(pinned) == second
     time.sleep(d.in_backoff() + 0.01)
     s = d.drain()
@@ -180,7 +200,7 @@ def test_414_halves_the_batch_and_urls_stay_under_the_limit(tmp_path):
         fake, clock, journal, d = make(tmp_path / "b", standin, max_url_bytes=1500)
         fill(journal, clock, [f"{i:010d}" for i in range(100)], fake=fake)
         s = d.drain()
-        assert s.delivered == 100  # never a 414: fit() keeps every URL under the limit
+        assert s.delivered == 100  # never a 414: prepare() keeps every URL under the limit
 
 
 def test_uploader_sends_soon_after_a_scan_and_backs_off(tmp_path, standin):
@@ -209,6 +229,54 @@ def test_uploader_sends_soon_after_a_scan_and_backs_off(tmp_path, standin):
         up.stop()
 
 
+def test_idle_uploader_sleeps_long_and_still_beats(tmp_path, standin):
+    """Nothing pending, no back-off: one long sleep on the wake-up event, not a
+    poll every second (an idle daemon on a Pi Zero), yet a scan goes at once."""
+    fake, clock, journal, d = make(tmp_path, standin)
+    looks = []
+    in_backoff = d.in_backoff
+    d.in_backoff = lambda: looks.append(time.monotonic()) or in_backoff()
+    up = Uploader(d, send_delay=0)
+    up.start()
+    try:
+        time.sleep(2.5)
+        assert len(looks) == 2  # the pass at start, then asleep
+        assert time.monotonic() - up.last_alive < HEARTBEAT_S
+        fill(journal, clock, ["I1"], fake=fake)
+        up.wake()
+        deadline = time.monotonic() + 5
+        while standin.stored_count < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert standin.stored_count == 1
+    finally:
+        t0 = time.monotonic()
+        up.stop()
+    assert not up.alive() and time.monotonic() - t0 < 1.0
+
+
+def test_count_backlog_counts_pinned_records_as_sendable(tmp_path, standin):
+    """A record pinned (maybe sent) goes out with its pin whatever the clock says:
+    it is sendable, even when the clock would hold it."""
+    fake = FakeClock(datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc), synced=False, boot="old-boot")
+    _, clock, journal, d = make(tmp_path, standin, fake=fake)
+    recs = fill(journal, clock, ["P1", "P2", "P3"], fake=fake)
+    d.clock = FakeClock(datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc), boot="new-boot").clock(tmp_path)
+    journal.pin([(recs[0].id, "2026-11-22", "08:00:00")])
+    backlog = count_backlog(journal, d.clock, "hold")
+    assert backlog.sendable == 1 and backlog.held == {"held_unsynced": 2}
+    assert backlog.detail["oldest"] == recs[1].captured_at and backlog.detail["newest"] == recs[2].captured_at
+    assert d.count() == (1, backlog.held) and d.held_detail == backlog.detail
+    assert count_backlog(journal, d.clock, "hold", release_unsynced=True)[:2] == (3, {})
+    assert [i.key for i in d.plan()[0]] == [recs[0].id]
+
+
+def test_backlog_imports_no_http_client():
+    """`agent status` without a daemon counts the backlog: it must not pay for httpx."""
+    code = "import sys, agent.delivery.backlog; print('httpx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 # ------------------------------------------------------------------ time
 
 
@@ -227,7 +295,7 @@ def test_offline_boot_three_hours_behind_is_corrected_exactly(tmp_path, standin)
     assert got == [("2026-11-22", "11:00:00", "T1"), ("2026-11-22", "11:01:01", "T2"),
                    ("2026-11-22", "11:02:02", "T3")]
     rec = next(journal.records())
-    assert rec["corrected_at"].startswith("2026-11-22T09:00:00") and rec["captured_at"].startswith("2026-11-22T06:00")
+    assert rec.extra["corrected_at"].startswith("2026-11-22T09:00:00") and rec.captured_at.startswith("2026-11-22T06:00")
 
 
 def test_boot_that_never_synced_is_held_then_released(tmp_path, standin):
@@ -351,7 +419,7 @@ def test_sigkill_during_flush_every_scan_once(tmp_path):
         j = Journal(str(tmp_path / "state" / "journal"))
         states = {}
         for r in j.records():
-            states[r["state"]] = states.get(r["state"], 0) + 1
+            states[r.state] = states.get(r.state, 0) + 1
         assert states.get("pending", 0) == 0 and states.get("rejected", 0) == 0
         assert states.get("delivered", 0) + states.get("duplicate", 0) == n
         print(f"flush SIGKILL: {killed} kills, {n} scans, stored once each, "
@@ -415,9 +483,9 @@ def test_a_record_without_a_result_stays_pending_and_the_pass_ends(tmp_path, sta
     standin.faults.append("unmatched_last")
     s = d.drain()
     assert s.requests == 1  # not resent again and again within the pass
-    states = {r["tag"]: r["state"] for r in journal.records()}
+    states = {r.tag: r.state for r in journal.records()}
     assert list(states.values()).count("pending") == 1 and s.delivered == 2
     pending = journal.pending()[0]
-    assert pending["attempts"] == 1 and "no result" in pending["error"]
+    assert pending.attempts == 1 and "no result" in pending.error
     s = d.drain()  # the next pass sends it again
     assert s.delivered + s.duplicate == 1 and journal.summary()["pending"] == 0

@@ -1,4 +1,4 @@
-"""Tests for agent.delivery.iflow: classify() (pure) and IflowClient against a real
+"""Tests for agent.delivery.wire (classify(), pure) and agent.delivery.client (IflowClient) against a real
 stand-in server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -18,17 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import redact
-from agent.delivery.iflow import (
-    AnswerError,
-    DeliveryError,
-    IflowClient,
-    Item,
-    Outcome,
-    classify,
-    parse_retry_after,
-    wire,
-    wire_text,
-)
+from agent.delivery.client import DeliveryError, IflowClient
+from agent.delivery.wire import AnswerError, Item, Outcome, classify, parse_retry_after, wire, wire_text
 from standins.iflow import IflowStandin
 
 TOKEN = "tok-SECRET-9f8e7d"
@@ -506,19 +497,19 @@ def test_slow_drip_is_bounded_by_a_total_deadline():
     assert time.monotonic() - started < 2.0  # deadline = 0.2 + 2 * 0.3
 
 
-def test_fit_keeps_every_url_within_the_limit(server):
+def test_prepare_keeps_every_url_within_the_limit(server):
     limit = 2000
     server.max_url_bytes = limit
     with make_client(server.url, max_url_bytes=limit) as c:
         pending = scans(200)
         sizes = []
         while pending:
-            n = c.fit(pending)
+            n, request = c.prepare(pending)
             assert n >= 1
             assert len(str(c._build(pending[:n]).url)) <= limit
             if n < len(pending):
                 assert len(str(c._build(pending[: n + 1]).url)) > limit  # as many as fit
-            out = c.send(pending[:n])
+            out = c.send(pending[:n], request)
             assert all(o.state == "delivered" for o in out)
             sizes.append(n)
             pending = pending[n:]
@@ -548,11 +539,30 @@ def test_prepared_request_is_exactly_what_httpx_builds(tags, token, version, lim
             assert len(str(c._build(items[: n + 1]).url)) > limit
 
 
-def test_fit_edge_cases(server):
+def test_prepare_edge_cases(server):
     with make_client(server.url, max_url_bytes=300) as c:
-        assert c.fit([]) == 0
-        assert c.fit([Item("x", "9" * 400, "2024-01-01", "00:00:00")]) == 0
-        assert c.fit(scans(10)) == 1
+        assert c.prepare([]) == (0, None)
+        assert c.prepare([Item("x", "9" * 400, "2024-01-01", "00:00:00")]) == (0, None)
+        assert c.prepare(scans(10))[0] == 1
+
+
+def test_answer_empty_batch(server):
+    """agent doctor's probe: the token and an empty batch, nothing stored."""
+    with make_client(server.url) as c:
+        status, took = c.answer_empty_batch()
+    assert status == 200 and 0 <= took < 5 and server.stored == []
+    with IflowClient(server.url, "wrong-token-value", "1.0") as c:
+        assert c.answer_empty_batch()[0] == 401
+    with IflowStandin(token=TOKEN, csv_data_in="json-body") as s:
+        with make_client(s.url, csv_data_in="json-body") as c:
+            assert c.answer_empty_batch()[0] == 200
+    server.mode = "down"
+    with make_client(server.url) as c:
+        with pytest.raises(DeliveryError) as info:
+            c.answer_empty_batch()
+    err = info.value
+    assert err.kind == "network" and err.__cause__ is None and err.__context__ is None
+    assert TOKEN not in str(err) and TOKEN not in repr(err)
 
 
 def test_too_long_from_the_client_and_from_the_server(server):
@@ -579,7 +589,7 @@ def test_json_body_mode():
     with IflowStandin(token=TOKEN, csv_data_in="json-body", max_url_bytes=500) as s:
         with make_client(s.url, csv_data_in="json-body", max_url_bytes=500) as c:
             batch = scans(300)
-            assert c.fit(batch) == 300  # the URL does not grow with the batch
+            assert c.prepare(batch)[0] == 300  # the URL does not grow with the batch
             out = c.send(batch)
             assert all(o.state == "delivered" for o in out) and len(out) == 300
         assert len(s.stored) == 300

@@ -1,5 +1,5 @@
 """Tests for standins.iflow: the local iFlow stand-in, spoken to with the
-standard library's http.client (independent of agent.delivery.iflow)."""
+standard library's http.client (independent of agent.delivery.client)."""
 
 from __future__ import annotations
 

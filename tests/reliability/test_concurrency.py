@@ -98,10 +98,10 @@ def test_daemon_with_parallel_flush_and_status(tmp_path):
         recs = list(j.records())
         assert not j.quarantined
         j.close()
-        tags = Counter(r["tag"] for r in recs)
+        tags = Counter(r.tag for r in recs)
         assert max(tags.values()) == 1, "a scan is in the journal twice"
         assert acked <= set(tags), f"lost: {sorted(acked - set(tags))[:5]}"
-        states = Counter(r["state"] for r in recs)
+        states = Counter(r.state for r in recs)
         assert states["pending"] == 0 and set(states) <= {"delivered", "duplicate"}, states
         stored = Counter(s["rfidTag"] for s in standin.stored)
         assert max(stored.values()) == 1, "stored twice as new in iFlow"

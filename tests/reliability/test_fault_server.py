@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from agent.delivery.deliverer import Deliverer
-from agent.delivery.iflow import IflowClient
+from agent.delivery.client import IflowClient
 from agent.journal.store import Journal
 from standins.iflow import IflowStandin
 from tests.reliability.figures import record, scale
@@ -60,10 +60,10 @@ class TrustedClock:
     """Every stamp is synchronised: time is not what this test is about."""
 
     def decider(self, policy="hold"):
-        from agent.clock.timekeeping import Effective
+        from agent.clock.policy import Effective
 
         def decide(rec):
-            when = datetime.fromisoformat(rec["captured_at"])
+            when = datetime.fromisoformat(rec.captured_at)
             return Effective(when, "ok", when)
 
         return decide
@@ -86,7 +86,7 @@ def test_uploads_with_30_percent_faults(tmp_path):
         t0 = time.monotonic()
         for _ in range(uploads):
             for _ in range(rng.randint(1, 4)):
-                acked.add(journal.append(scan(n, base))["tag"])
+                acked.add(journal.append(scan(n, base)).tag)
                 n += 1
             if rng.random() < 0.30:
                 fault = rng.choice(FAULTS)
@@ -103,7 +103,7 @@ def test_uploads_with_30_percent_faults(tmp_path):
             d.drain(count=False)
         elapsed = time.monotonic() - t0
         check_consistency(journal, standin)
-        final = {r["tag"]: r["state"] for r in journal.records()}
+        final = {r.tag: r.state for r in journal.records()}
         stored = Counter(s["rfidTag"] for s in standin.stored)
         lost = acked - set(stored)
         assert not lost, f"lost: {sorted(lost)[:5]}"
@@ -131,4 +131,4 @@ def test_uploads_with_30_percent_faults(tmp_path):
 def check_consistency(journal: Journal, standin: IflowStandin) -> None:
     stored = {s["rfidTag"] for s in standin.stored}
     for r in journal.records(("delivered", "duplicate")):
-        assert r["tag"] in stored, f"{r['tag']} marked {r['state']} but iFlow does not hold it"
+        assert r.tag in stored, f"{r.tag} marked {r.state} but iFlow does not hold it"

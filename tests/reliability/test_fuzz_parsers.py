@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import Config, ConfigError, from_dict, load
-from agent.delivery.iflow import parse_retry_after
+from agent.delivery.wire import parse_retry_after
 from agent.journal.store import Journal
-from agent.clock.timekeeping import AnchorStore
+from agent.clock.anchors import AnchorStore
 from tests.reliability.figures import record
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -160,7 +160,7 @@ def test_fuzz_journal_segment_file(tmp_path, raw):
         raise AssertionError(f"journal failed on a segment file: {type(exc).__name__}: {exc}") from None
     rec = j.append({"tag": "1", "raw": "1", "reader": "r", "source": "reader",
                     "captured_at": "2026-01-01T00:00:00+00:00", "boot_id": "b", "mono_ns": 1, "synced": True})
-    assert rec["id"]
+    assert rec.id
     j.close()
 
 

@@ -33,11 +33,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from agent.delivery.deliverer import Deliverer
-from agent.delivery.iflow import IflowClient
+from agent.delivery.client import IflowClient
+from agent.config import ReaderConfig
 from agent.journal.store import Journal
+from agent.records import Record
 from agent.recording.recorder import Recorder
 from standins.iflow import ENDPOINT, IflowStandin
-from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
+from agent.clock.anchors import AnchorStore
+from agent.clock.clock import Clock
+from agent.clock.sources import ClockSources
 from tests.reliability.figures import record, scale
 from tests.support.crashfs import Crash, CrashFS
 
@@ -152,7 +156,7 @@ class AgentModel(RuleBasedStateMachine):
         self.journal = Journal(D, segment_size=4, fs=self.fs)
         assert not self.journal.quarantined, self.journal.quarantined
         self.clock = self.time.clock(self.tmp)
-        self.recorder = Recorder(self.journal, self.clock, self.door, readers={"door": ("raw", "big", 0.0, "auto")})
+        self.recorder = Recorder(self.journal, self.clock, self.door, readers=[ReaderConfig(name="door", tag_format="raw", debounce_seconds=0.0)])
         self.deliverer = self._deliverer(self.journal)
 
     def _deliverer(self, journal: Journal) -> Deliverer:
@@ -293,14 +297,14 @@ class AgentModel(RuleBasedStateMachine):
 
     # --------------------------------------------------------- invariants
 
-    def _journal_view(self) -> dict[str, dict]:
+    def _journal_view(self) -> dict[str, Record]:
         j = Journal(D, segment_size=4, fs=self.fs)  # what a restart would see now
         try:
             assert not j.quarantined, f"a segment became unreadable: {j.quarantined}"
-            seen: dict[str, dict] = {}
+            seen: dict[str, Record] = {}
             for rec in j.records():
-                assert rec["tag"] not in seen, f"scan {rec['tag']} is in the journal twice"
-                seen[rec["tag"]] = rec
+                assert rec.tag not in seen, f"scan {rec.tag} is in the journal twice"
+                seen[rec.tag] = rec
             return seen
         finally:
             j.close()
@@ -315,9 +319,9 @@ class AgentModel(RuleBasedStateMachine):
         assert not lost, f"acknowledged scans lost: {sorted(lost)}"
         twice = [t for t, c in server.items() if c > 1]
         assert not twice, f"stored twice as new in iFlow: {twice}"
-        wrongly = [t for t, r in journal.items() if r["state"] in ("delivered", "duplicate") and t not in server]
+        wrongly = [t for t, r in journal.items() if r.state in ("delivered", "duplicate") and t not in server]
         assert not wrongly, f"marked delivered but not in iFlow: {wrongly}"
-        assert not [t for t, r in journal.items() if r["state"] == "rejected"], "nothing here is rejectable"
+        assert not [t for t, r in journal.items() if r.state == "rejected"], "nothing here is rejectable"
 
     def teardown(self) -> None:
         try:
@@ -332,7 +336,7 @@ class AgentModel(RuleBasedStateMachine):
                     break
                 self._drain(self.deliverer, [])
             journal = self._journal_view()
-            pending = [t for t, r in journal.items() if r["state"] == "pending"]
+            pending = [t for t, r in journal.items() if r.state == "pending"]
             assert not pending, f"did not drain once the faults stopped: {pending[:5]}"
             server = self.iflow.tags()
             assert self.acked <= set(server), "acknowledged scans never reached iFlow"

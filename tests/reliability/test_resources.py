@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import ReaderConfig
 from agent.journal.store import Journal
 from agent.recording.recorder import Recorder
 from tests.reliability.figures import record
@@ -24,7 +25,7 @@ from tests.reliability.test_model import Door, FakeTime
 from tests.support.crashfs import CrashFS
 from tests.support.harness import Daemon, Pty, wait_ready, write_config
 
-READERS = {"door": ("raw", "big", 0.0, "auto")}
+READERS = [ReaderConfig(name="door", tag_format="raw", debounce_seconds=0.0)]
 
 
 def _mount(path: Path, size: str) -> bool:
@@ -93,7 +94,7 @@ def test_full_and_read_only_disk_under_the_real_daemon(tmp_path):
         errors = [ln.split("tag=", 1)[1] for ln in _lines(d, "error tag=")]
         assert d.terminate() == 0
         j = Journal(str(mnt))
-        tags = [r["tag"] for r in j.records()]
+        tags = [r.tag for r in j.records()]
         j.close()
         assert acked == {"S0", "R1", "W1"} and set(tags) == acked and len(tags) == 3
         assert not acked & set(errors)
@@ -121,7 +122,7 @@ def _crashfs_fallback(tmp_path) -> None:
         assert [rec.handle("door", t) for t in ("E1", "E2")] == ["error", "error"]
         fs.fail_at = {}
         assert rec.handle("door", "R1") == "stored"
-        assert [r["tag"] for r in Journal("/s/journal", fs=fs).records()] == ["S0", "R1"]
+        assert [r.tag for r in Journal("/s/journal", fs=fs).records()] == ["S0", "R1"]
         assert door.events.count("error") == 2
     record("resources", method="CrashFS fail_at (ENOSPC, EROFS): tmpfs mount not available",
            acknowledged_but_not_stored=0, recovered_without_restart=True)
@@ -152,11 +153,11 @@ def test_fsync_eio_is_never_acknowledged(tmp_path, monkeypatch, target):
     failing["on"] = False
     assert rec.handle("door", "C") == "stored"
     assert failing["hits"] == 1
-    live = [r["tag"] for r in j.records()]
+    live = [r.tag for r in j.records()]
     pending = j.summary()["pending"]
     assert pending == len(live), "the in-memory summary must match the journal after an I/O error"
     j.close()
-    after = [r["tag"] for r in Journal(str(tmp_path / "journal")).records()]
+    after = [r.tag for r in Journal(str(tmp_path / "journal")).records()]
     assert after == live
     assert {"A", "C"} <= set(after)
     if target == "file":

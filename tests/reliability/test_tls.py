@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from agent.delivery.deliverer import Deliverer
-from agent.delivery.iflow import DeliveryError, IflowClient
+from agent.delivery.client import DeliveryError, IflowClient
 from agent.journal.store import Journal
 from standins.iflow import IflowStandin
 from tests.reliability.figures import record

@@ -1,295 +1,38 @@
-"""Delivery of scans to iFlow's ``store_attendances`` endpoint.
+"""Delivery of scans to iFlow's ``store_attendances`` endpoint over HTTP.
 
-Two layers:
-
-* a pure part -- :class:`Item`, :func:`wire`, :func:`classify` -- that turns
-  iFlow's answer bytes into one :class:`Outcome` per sent record, or raises
-  :class:`AnswerError` when the answer as a whole cannot be trusted (then
-  nothing counts as delivered);
-* :class:`IflowClient`, one keep-alive ``httpx.Client`` that sends one batch
-  per GET and maps every failure to :class:`DeliveryError`.
-
-See /work/shared/api/iflow-store-attendances.md for the contract.  Decisions
-taken where it is silent:
-
-* A result counts only when it echoes its record's (date, time, rfidTag) and
-  carries at least one ``error_*`` field; otherwise the record stays pending.
-* A duplicate (``error_check_in_out`` containing "duplicat", any case, with or
-  without diacritics) means "already in iFlow": the caller may treat it as
-  delivered.  If another ``error_*`` field is non-empty too, the record is
-  rejected (kept for the technician) rather than silently counted.
-* ``rfidTag``/``date``/``time`` echoed as JSON integers match their string
-  form; anything else (null, float, object) never matches.
-* Every message and excerpt goes through :func:`agent.redact.redact`, and no
-  ``DeliveryError`` keeps a reference to an httpx exception (they carry the
-  request URL, which holds the access token).
+:class:`IflowClient` is one keep-alive ``httpx.Client`` that sends one batch
+per GET and maps every failure to :class:`DeliveryError`; what is sent and
+what an answer means is :mod:`agent.delivery.wire`. No ``DeliveryError``
+keeps a reference to an httpx exception (they carry the request URL, which
+holds the access token), and every text goes through
+:func:`agent.redact.redact`.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
 import os
-import re
 import time
-import unicodedata
-from collections import defaultdict, deque
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, NamedTuple
 
 import httpx
 
+from agent.delivery.wire import (
+    AnswerError,
+    Item,
+    Outcome,
+    classify,
+    excerpt,
+    parse_retry_after,
+    wire_text,
+)
 from agent.errors import DeliveryFailure
 from agent.redact import redact, register_secret
+from agent.tls import plain_http_context, tls_context
 
-__all__ = [
-    "Item",
-    "Outcome",
-    "AnswerError",
-    "DeliveryError",
-    "IflowClient",
-    "wire",
-    "classify",
-    "parse_retry_after",
-]
+__all__ = ["DeliveryError", "IflowClient"]
 
-DELIVERED = "delivered"
-DUPLICATE = "duplicate"
-REJECTED = "rejected"
-PENDING = "pending"
-
-_MAX_MESSAGE = 500  # chars kept of one iFlow error text
-_EXCERPT = 200  # chars of an unusable answer shown to the technician
 _MAX_ANSWER = 4 * 1024 * 1024  # bytes read of a 2xx answer (60 results ~ 12 KB)
 _MAX_ERROR_BODY = 64 * 1024  # bytes read of a non-2xx answer
-
-
-# --------------------------------------------------------------------------
-# Pure part
-# --------------------------------------------------------------------------
-
-
-class Item(NamedTuple):
-    """One record to send."""
-
-    key: str  # journal record id, opaque here
-    tag: str  # rfidTag
-    date: str  # "YYYY-MM-DD", local wall clock
-    time: str  # "HH:MM:SS", local wall clock
-
-
-class Outcome(NamedTuple):
-    key: str
-    state: str  # "delivered" | "duplicate" | "rejected" | "pending"
-    message: str | None  # iFlow's error text for rejected/duplicate, else None
-
-
-def wire(item: Item) -> dict[str, str]:
-    """The JSON object iFlow expects for one scan."""
-    return {"date": item.date, "time": item.time, "rfidTag": item.tag, "errorMsg": ""}
-
-
-def _json_text(value: str) -> str:
-    """``json.dumps(value)`` without the encoder's machinery for the usual plain text."""
-    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-        return f'"{value}"'
-    return json.dumps(value)
-
-
-def wire_text(item: Item) -> str:
-    """``json.dumps(wire(item), separators=(",", ":"))``, faster (one per record sent)."""
-    return (f'{{"date":{_json_text(item.date)},"time":{_json_text(item.time)},'
-            f'"rfidTag":{_json_text(item.tag)},"errorMsg":""}}')
-
-
-def _excerpt(body: bytes) -> str:
-    # Redact a generous prefix first so a secret cut at the boundary cannot survive.
-    text = redact(bytes(body[: _EXCERPT * 20]).decode("utf-8", "replace"))
-    text = " ".join(text.split())
-    text = "".join(c if c.isprintable() else "?" for c in text[:_EXCERPT])
-    return text
-
-
-class AnswerError(DeliveryFailure, ValueError):
-    """The answer as a whole is unusable: nothing in the batch counts as delivered.
-
-    ``reason`` is short ("not JSON", "truncated JSON", ...); ``excerpt`` is the
-    start of the body, redacted, for the technician.
-    """
-
-    def __init__(self, reason: str, body: bytes = b"") -> None:
-        self.reason = reason
-        self.excerpt = _excerpt(body)
-        super().__init__(reason)
-
-    def __str__(self) -> str:
-        if self.excerpt:
-            return f"{self.reason} (answer starts: {self.excerpt!r})"
-        return self.reason
-
-    def __repr__(self) -> str:
-        return f"AnswerError({self.reason!r}, excerpt={self.excerpt!r})"
-
-
-_NO_VALUE = object()
-
-
-def _parse(body: bytes) -> tuple[Any, str | None]:
-    """(value, None) or (_NO_VALUE, reason). Never raises."""
-    raw = bytes(body)
-    head = raw[:64].lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
-    if not raw.strip():
-        return _NO_VALUE, "empty answer"
-    if head[:1] == b"<":
-        return _NO_VALUE, "HTML page (captive portal?)"
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return _NO_VALUE, "not JSON (invalid UTF-8)"
-    try:
-        return json.loads(text), None
-    except json.JSONDecodeError as e:
-        if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
-            return _NO_VALUE, "truncated JSON"
-        return _NO_VALUE, "not JSON"
-    except RecursionError:
-        return _NO_VALUE, "not JSON (nested too deeply)"
-    except ValueError:  # e.g. integers over sys.get_int_max_str_digits()
-        return _NO_VALUE, "not JSON (number too long)"
-    except Exception:  # anything else the parser may raise
-        return _NO_VALUE, "not JSON"
-
-
-def _field(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return str(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _triple(result: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    return (_field(result.get("date")), _field(result.get("time")), _field(result.get("rfidTag")))
-
-
-def _text(value: Any) -> str:
-    """Error field value as text; "" means no error."""
-    if value is None or value is False:
-        return ""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, (list, dict)) and not value:
-        return ""
-    try:
-        return json.dumps(value, ensure_ascii=False)[:_MAX_MESSAGE]
-    except Exception:
-        return f"<{type(value).__name__}>"
-
-
-def _folded(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def is_duplicate_text(text: str) -> bool:
-    """True for iFlow's "Nu se poate adăuga - prezență duplicată: N" in any spelling."""
-    return "duplicat" in _folded(text)
-
-
-def _outcome(key: str, result: dict[str, Any]) -> Outcome:
-    present = False
-    errors: list[tuple[str, str]] = []
-    for name, value in result.items():
-        if not isinstance(name, str) or not name.startswith("error_"):
-            continue
-        present = True
-        text = _text(value)
-        if text:
-            errors.append((name, text))
-    if not present:  # no verdict of its own: not proven stored
-        return Outcome(key, PENDING, None)
-    if not errors:
-        return Outcome(key, DELIVERED, None)
-    message = redact("; ".join(f"{name}: {text}" for name, text in errors))
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1] + "…"
-    if all(name == "error_check_in_out" and is_duplicate_text(text) for name, text in errors):
-        return Outcome(key, DUPLICATE, message)
-    return Outcome(key, REJECTED, message)
-
-
-def classify(items: list[Item], body: bytes) -> list[Outcome]:
-    """One Outcome per item, in item order, from iFlow's answer ``body``.
-
-    Raises :class:`AnswerError` (and nothing else) when the answer is not a
-    JSON list of objects with exactly one result per sent record.
-    """
-    if isinstance(body, str):
-        body = body.encode("utf-8", "replace")
-    data, reason = _parse(body)
-    if reason is None:
-        if not isinstance(data, list):
-            kind = "object" if isinstance(data, dict) else type(data).__name__
-            reason = f"not a list (JSON {kind})"
-        elif len(data) != len(items):
-            reason = f"list of {len(data)} results for {len(items)} records"
-        else:
-            bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
-            if bad is not None:
-                reason = f"result {bad + 1} is not an object"
-    if reason is not None:
-        raise AnswerError(reason, body)
-
-    keys = [(it.date, it.time, it.tag) for it in items]
-    triples = [_triple(r) for r in data]
-    if keys == triples:
-        return [_outcome(it.key, r) for it, r in zip(items, data)]
-
-    # Out of order or partly foreign: match by (date, time, rfidTag), identical
-    # triples consumed in order.  Items left without a result stay pending.
-    waiting: dict[tuple[Any, Any, Any], deque[int]] = defaultdict(deque)
-    for index, triple in enumerate(triples):
-        waiting[triple].append(index)
-    outcomes = []
-    for it, key in zip(items, keys):
-        queue = waiting.get(key)
-        if queue:
-            outcomes.append(_outcome(it.key, data[queue.popleft()]))
-        else:
-            outcomes.append(Outcome(it.key, PENDING, None))
-    return outcomes
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date)."""
-    if value is None:
-        return None
-    v = value.strip()
-    if re.fullmatch(r"[0-9]{1,10}", v):
-        return float(int(v))
-    try:
-        when = email.utils.parsedate_to_datetime(v)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
-    try:
-        if when.tzinfo is None:
-            from datetime import timezone
-
-            when = when.replace(tzinfo=timezone.utc)
-        delta = when.timestamp() - (time.time() if now is None else now)
-    except (OverflowError, ValueError, OSError):
-        return None
-    return max(0.0, delta)
-
-
-# --------------------------------------------------------------------------
-# HTTP part
-# --------------------------------------------------------------------------
 
 
 class DeliveryError(DeliveryFailure):
@@ -334,14 +77,14 @@ class IflowClient:
     ``csv_data_in``: "query" (default; csv_data is a query parameter) or
     "json-body" (csv_data is the JSON body of the GET; the URL then holds only
     access_token and version).  ``verify`` is True or a CA bundle path/dir;
-    disabling TLS verification is refused.
+    disabling TLS verification is refused. ``transport`` replaces httpx's
+    network transport (the tests' seam). ``user_agent`` is the program named in
+    the User-Agent header, so iFlow's logs tell ``agent doctor``'s probe apart.
 
-    ``fit()`` keeps the request it measured so that the ``send()`` of the same
-    items does not build it again (one thread). ``prepare()`` returns it
-    instead, so one thread may build the next request while another thread
-    sends the current one. The client keeps no cookies (a server's session
-    cookie is of no use to an access-token API, and an empty jar is never
-    changed while a request is being built).
+    ``prepare()`` returns the request it measured, so one thread may build the
+    next request while another thread sends the current one. The client keeps
+    no cookies (a server's session cookie is of no use to an access-token API,
+    and an empty jar is never changed while a request is being built).
     """
 
     def __init__(
@@ -356,6 +99,7 @@ class IflowClient:
         read_timeout: float = 15.0,
         verify: bool | str = True,
         transport: httpx.BaseTransport | None = None,
+        user_agent: str = "rfid-agent",
     ) -> None:
         if not isinstance(access_token, str) or not access_token:
             raise ValueError("the iFlow access token is empty")
@@ -374,20 +118,10 @@ class IflowClient:
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"invalid iFlow URL: {redact(str(url))!r}")
 
-        ssl_verify: Any = True
         if parsed.scheme == "http" and not any(k.lower().endswith("_proxy") for k in os.environ):
-            # TLS is never used (no redirects, no proxy): skip loading the CA
-            # bundle (~0.1 s here, more on a Pi); this context trusts nothing.
-            import ssl
-
-            ssl_verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        elif isinstance(verify, str):
-            import ssl
-
-            if os.path.isdir(verify):
-                ssl_verify = ssl.create_default_context(capath=verify)
-            else:
-                ssl_verify = ssl.create_default_context(cafile=verify)
+            ssl_context = plain_http_context()  # TLS is never used: no redirects, no proxy
+        else:
+            ssl_context = tls_context(verify if isinstance(verify, str) else None)
 
         self._url = parsed
         self._host = parsed.host
@@ -400,7 +134,6 @@ class IflowClient:
         # bound on the whole exchange: a server dripping bytes never hits read_timeout
         self._deadline = connect_timeout + 2 * read_timeout
         user_agent_version = "".join(c for c in self._version if "!" <= c <= "~")[:40] or "unknown"
-        self._cached: tuple[tuple[Item, ...], httpx.Request] | None = None
         # how httpx encodes each character of a JSON text (ASCII without controls)
         self._enc_table = {
             c: str(httpx.QueryParams({"c": chr(c)}))[2:] for c in range(32, 128)
@@ -409,11 +142,11 @@ class IflowClient:
         self._affix: tuple[str, str] | None = None  # the URL before and after csv_data's value
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            verify=ssl_verify,
+            verify=ssl_context,
             transport=transport,
             follow_redirects=False,
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            headers={"User-Agent": f"rfid-agent/{user_agent_version}", "Accept": "application/json"},
+            headers={"User-Agent": f"{user_agent}/{user_agent_version}", "Accept": "application/json"},
         )
 
     @staticmethod
@@ -453,24 +186,9 @@ class IflowClient:
         before, _, after = url.partition(sentinel)
         return before, after
 
-    def _request(self, items: list[Item]) -> httpx.Request:
-        """Build (or take from fit()'s cache) the request for exactly ``items``."""
-        cached, self._cached = self._cached, None
-        if cached is not None and cached[0] == tuple(items):
-            return cached[1]
-        return self._build(items)
-
     @staticmethod
     def _url_len(request: httpx.Request) -> int:
         return len(str(request.url))
-
-    def fit(self, items: list[Item]) -> int:
-        """How many leading ``items`` fit in one request whose URL stays within
-        ``max_url_bytes``; 0 when not even one does (or ``items`` is empty).
-        The request is kept for the ``send()`` of exactly those items."""
-        n, request = self.prepare(items)
-        self._cached = (tuple(items[:n]), request) if request is not None else None
-        return n
 
     def prepare(self, items: list[Item]) -> tuple[int, httpx.Request | None]:
         """How many leading ``items`` fit in one request, and that request (for
@@ -573,26 +291,8 @@ class IflowClient:
             error = self._transport_error(exc)
         return b"".join(chunks)[:limit], error
 
-    def send(self, items: list[Item], request: httpx.Request | None = None) -> list[Outcome]:
-        """Send one batch in one GET; one Outcome per item, in order.
-
-        ``request`` is the one ``prepare(items)`` built (else it is built here
-        or taken from ``fit()``). Raises :class:`DeliveryError` when nothing in
-        the batch can be counted as delivered. Never raises anything chained to
-        an httpx exception.
-        """
-        if not items:
-            return []
-        if request is None:
-            request = self._request(items)
-        url_len = self._url_len(request)
-        if url_len > self._max_url:
-            raise DeliveryError(
-                "too_long",
-                f"request URL would be {url_len} bytes, over the {self._max_url}-byte limit",
-            )
-
-        started = time.monotonic()
+    def _open(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; the response with its body still to be read."""
         error: DeliveryError | None = None
         response: httpx.Response | None = None
         try:
@@ -601,17 +301,54 @@ class IflowClient:
             error = self._transport_error(exc)
         if error is not None or response is None:
             raise error or DeliveryError("network", f"no response from {self._host}")
+        return response
 
+    @staticmethod
+    def _close(response: httpx.Response) -> None:
+        try:
+            response.close()
+        except Exception:  # noqa: BLE001 - closing a broken stream
+            pass
+
+    def answer_empty_batch(self) -> tuple[int, float]:
+        """One request with the token and an empty batch (for ``agent doctor``):
+        iFlow's HTTP status and the seconds until its answer's head arrived.
+        Nothing is stored, and the body is not read. Raises
+        :class:`DeliveryError` when no answer comes at all."""
+        started = time.monotonic()
+        response = self._open(self._build_csv("[]"))
+        took = time.monotonic() - started
+        status = response.status_code
+        self._close(response)
+        return status, took
+
+    def send(self, items: list[Item], request: httpx.Request | None = None) -> list[Outcome]:
+        """Send one batch in one GET; one Outcome per item, in order.
+
+        ``request`` is the one ``prepare(items)`` built (else it is built here).
+        Raises :class:`DeliveryError` when nothing in the batch can be counted
+        as delivered. Never raises anything chained to an httpx exception.
+        """
+        if not items:
+            return []
+        if request is None:
+            request = self._build(items)
+        url_len = self._url_len(request)
+        if url_len > self._max_url:
+            raise DeliveryError(
+                "too_long",
+                f"request URL would be {url_len} bytes, over the {self._max_url}-byte limit",
+            )
+
+        started = time.monotonic()
+        response = self._open(request)
         try:
             status = response.status_code
             ok = 200 <= status < 300
             body, error = self._read(response, _MAX_ANSWER if ok else _MAX_ERROR_BODY, started)
             headers = response.headers
         finally:
-            try:
-                response.close()
-            except Exception:  # noqa: BLE001 - closing a broken stream
-                pass
+            self._close(response)
         if error is not None:
             raise error
         return self._interpret(items, status, headers, body)
@@ -631,18 +368,18 @@ class IflowClient:
                     excerpt=exc.excerpt or None,
                 )
             raise unusable  # outside the handler: nothing chained, not even as context
-        excerpt = _excerpt(body) or None  # a failure only: logged and shown
+        shown = excerpt(body) or None  # a failure only: logged and shown
         if status in (401, 403):
             raise DeliveryError(
                 "auth",
                 f"{host} refused the access token (HTTP {status}); check the token registered "
                 "in iFlow under settings -> rfid devices",
                 status=status,
-                excerpt=excerpt,
+                excerpt=shown,
             )
         if status in (414, 431):
             raise DeliveryError(
-                "too_long", f"{host} found the request too long (HTTP {status})", status=status, excerpt=excerpt
+                "too_long", f"{host} found the request too long (HTTP {status})", status=status, excerpt=shown
             )
         retry_after = parse_retry_after(headers.get("retry-after"))
         text = f"{host} answered HTTP {status}"
@@ -650,7 +387,7 @@ class IflowClient:
             text += f" (redirect to {headers['location'][:200]})"
         if retry_after is not None:
             text += f"; retry after {retry_after:g} s"
-        raise DeliveryError("http", text, status=status, retry_after=retry_after, excerpt=excerpt)
+        raise DeliveryError("http", text, status=status, retry_after=retry_after, excerpt=shown)
 
     def close(self) -> None:
         self._client.close()
