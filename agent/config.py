@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tomllib
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.errors import ConfigError
+from agent.schema import (
+    Section,
+    check_non_negative,
+    check_pin,
+    check_positive,
+    check_url,
+    secret_value,
+)
 
 DEFAULT_PATH = "/etc/rfid-agent/config.toml"
 
+# ---------------------------------------------------------------- settings
+#
+# Immutable records, as NamedTuples rather than dataclasses: every command
+# loads the config first, and dataclasses (with the inspect module they pull
+# in) would add ~25 ms here, several times that on a Pi Zero, to `agent status`.
 
 
-# --------------------------------------------------------------- dataclasses
-
-
-@dataclass(frozen=True)
-class ReaderConfig:
+class ReaderConfig(NamedTuple):
     name: str = "reader"
     type: str = "serial"  # "serial" | "hid"
     # serial
@@ -45,10 +52,9 @@ class ReaderConfig:
     byte_order: str = "big"  # "big" | "little"
 
 
-@dataclass(frozen=True)
-class IflowConfig:
+class IflowConfig(NamedTuple):
     url: str
-    access_token: str = field(repr=False)
+    access_token: str
     client_version: str = "1.0"
     access_token_file: str | None = None
     max_url_bytes: int = 7000
@@ -61,9 +67,11 @@ class IflowConfig:
     ca_bundle: str | None = None
     send_delay: float = 0.5  # seconds to gather scans before sending
 
+    def __repr__(self) -> str:
+        return _repr_without(self, "access_token")
 
-@dataclass(frozen=True)
-class FeedbackConfig:
+
+class FeedbackConfig(NamedTuple):
     backend: str = "none"  # "gpio" | "console" | "none"
     fallback: str = "none"  # "console" | "none": what "gpio" degrades to without GPIO
     green_pin: int | None = None
@@ -72,14 +80,12 @@ class FeedbackConfig:
     buzzer_type: str = "active"  # "active" | "passive"
 
 
-@dataclass(frozen=True)
-class JournalConfig:
+class JournalConfig(NamedTuple):
     segment_size: int = 256
     retention_days: float = 30.0
 
 
-@dataclass(frozen=True)
-class TimeConfig:
+class TimeConfig(NamedTuple):
     unsynced: str = "hold"  # "hold" | "send"
     trust_rtc: bool = False
     use_adjtimex: bool = True
@@ -87,11 +93,10 @@ class TimeConfig:
     boot_id_path: str = "/proc/sys/kernel/random/boot_id"
 
 
-@dataclass(frozen=True)
-class CrossChexConfig:
+class CrossChexConfig(NamedTuple):
     url: str
-    api_key: str = field(repr=False)
-    api_secret: str = field(repr=False)
+    api_key: str
+    api_secret: str
     api_secret_file: str | None = None
     tag_from: str = "workno"
     mapping_file: str | None = None
@@ -100,9 +105,11 @@ class CrossChexConfig:
     reconcile_every: float | None = None  # seconds; None = off
     reconcile_window: float = 86400.0
 
+    def __repr__(self) -> str:
+        return _repr_without(self, "api_key", "api_secret")
 
-@dataclass(frozen=True)
-class Config:
+
+class Config(NamedTuple):
     path: str
     timezone: ZoneInfo
     state_dir: str
@@ -121,142 +128,16 @@ class Config:
         return self.readers[0]
 
 
+def _repr_without(settings: NamedTuple, *secret: str) -> str:
+    """A repr that never shows a secret (it could reach a log or a traceback)."""
+    shown = ", ".join(f"{k}={'***' if k in secret else repr(v)}" for k, v in settings._asdict().items())
+    return f"{type(settings).__name__}({shown})"
+
+
 # ---------------------------------------------------------------- validation
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: Any) -> float:
-    """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"2d"`` -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like \"1h\"")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(f"expected a duration like \"30s\", \"15m\" or \"1h\", got {value!r}")
-
-
-class _Section:
-    """Reads one TOML table against a schema, reporting errors by dotted key."""
-
-    def __init__(self, path: str, prefix: str, table: Any) -> None:
-        self.path = path
-        self.prefix = prefix
-        if not isinstance(table, dict):
-            raise self.error(None, f"expected a table, got {_tname(table)}")
-        self.table = table
-        self.used: set[str] = set()
-
-    def key(self, name: str | None) -> str:
-        if name is None:
-            return self.prefix or "(top level)"
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def error(self, name: str | None, what: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {self.key(name)}: {what}")
-
-    def get(self, name: str, kind: type | tuple, default: Any = None, *, required: bool = False,
-            choices: tuple | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
-        self.used.add(name)
-        if name not in self.table:
-            if required:
-                raise self.error(name, "is required")
-            return default
-        value = self.table[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            ok, value = True, float(value)
-        if not ok:
-            want = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
-            raise self.error(name, f"expected {want}, got {_tname(value)} {value!r}")
-        if choices is not None and value not in choices:
-            raise self.error(name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise self.error(name, problem)
-        return value
-
-    def duration(self, name: str, default: float | None) -> float | None:
-        self.used.add(name)
-        if name not in self.table:
-            return default
-        try:
-            return parse_duration(self.table[name])
-        except ValueError as exc:
-            raise self.error(name, str(exc)) from None
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise self.error(unknown[0], "unknown key (check the spelling; see examples/config.toml)")
-
-
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               dict: "a table", list: "an array"}
-
-
-def _tname(v: Any) -> str:
-    for k, n in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
-                 (dict, "table"), (list, "array")):
-        if isinstance(v, k):
-            return n
-    return type(v).__name__
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be greater than 0"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "must not be negative"
-
-
-def _pin(v: Any) -> str | None:
-    return None if 0 <= v <= 53 else "must be a BCM GPIO number between 0 and 53"
-
-
-def _url(v: str) -> str | None:
-    return None if re.match(r"^https?://[^\s/]+", v) else "must be an http:// or https:// URL"
-
-
-def _read_secret(sec: _Section, name: str, path: str, warnings: list[str]) -> str:
-    try:
-        st = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
-    except OSError as exc:
-        raise sec.error(name, f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise sec.error(name, f"{path} is not UTF-8 text") from None
-    if not value:
-        raise sec.error(name, f"{path} is empty")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        warnings.append(f"{path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-                        f"run: chmod 600 {path}")
-    return value
-
-
-def _secret(sec: _Section, name: str, warnings: list[str]) -> tuple[str, str | None]:
-    """``name`` inline or ``name_file`` (exactly one): the value and the file's path."""
-    value = sec.get(name, str, None)
-    path = sec.get(f"{name}_file", str, None)
-    if value and path:
-        raise sec.error(name, f"set {name} or {name}_file, not both")
-    if path:
-        value = _read_secret(sec, f"{name}_file", path, warnings)
-    if not value:
-        raise sec.error(name, f"is required (or {name}_file)")
-    return value, path
-
-
 def _reader(path: str, prefix: str, table: Any, index: int) -> ReaderConfig:
-    sec = _Section(path, prefix, table)
+    sec = Section(path, prefix, table)
     rtype = sec.get("type", str, "serial", choices=("serial", "hid"))
     d = ReaderConfig()
     kwargs: dict[str, Any] = dict(
@@ -264,21 +145,21 @@ def _reader(path: str, prefix: str, table: Any, index: int) -> ReaderConfig:
                      check=lambda v: None if re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", v)
                      else "use 1-32 letters, digits, '_', '.' or '-'"),
         type=rtype,
-        debounce_seconds=sec.get("debounce_seconds", float, d.debounce_seconds, check=_non_negative),
+        debounce_seconds=sec.get("debounce_seconds", float, d.debounce_seconds, check=check_non_negative),
         tag_format=sec.get("tag_format", str, d.tag_format,
                            choices=("raw", "decimal10", "hex", "wiegand26")),
         byte_order=sec.get("byte_order", str, d.byte_order, choices=("big", "little")),
         port=sec.get("port", str, d.port),
-        baudrate=sec.get("baudrate", int, d.baudrate, check=_positive),
+        baudrate=sec.get("baudrate", int, d.baudrate, check=check_positive),
         protocol=sec.get("protocol", str, d.protocol, choices=("line", "rdm6300", "regex")),
         pattern=sec.get("pattern", str, None),
-        max_len=sec.get("max_len", int, d.max_len, check=_positive),
+        max_len=sec.get("max_len", int, d.max_len, check=check_positive),
         path=sec.get("path", str, None),
         device_name=sec.get("device_name", str, None),
         usb_id=sec.get("usb_id", str, None,
                        check=lambda v: None if re.fullmatch(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}", v)
                        else "expected vendor:product in hex, like \"ffff:0035\""),
-        gap_seconds=sec.get("gap_seconds", float, d.gap_seconds, check=_positive),
+        gap_seconds=sec.get("gap_seconds", float, d.gap_seconds, check=check_positive),
     )
     sec.finish()
     if kwargs["protocol"] == "regex":
@@ -315,7 +196,7 @@ def load(path: str) -> Config:
 
 def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
     warnings: list[str] = []
-    top = _Section(path, "", doc)
+    top = Section(path, "", doc)
 
     tzname = top.get("timezone", str, required=True)
     try:
@@ -342,53 +223,53 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
     iflow = None
     top.used.add("iflow")
     if "iflow" in doc:
-        sec = _Section(path, "iflow", doc["iflow"])
+        sec = Section(path, "iflow", doc["iflow"])
         d = IflowConfig(url="", access_token="")
-        url = sec.get("url", str, required=True, check=_url)
-        token, token_file = _secret(sec, "access_token", warnings)
+        url = sec.get("url", str, required=True, check=check_url)
+        token, token_file = secret_value(sec, "access_token", warnings)
         iflow = IflowConfig(
             url=url, access_token=token, access_token_file=token_file,
             client_version=sec.get("client_version", str, d.client_version),
             max_url_bytes=sec.get("max_url_bytes", int, d.max_url_bytes,
                                   check=lambda v: None if v >= 512 else "must be at least 512"),
             csv_data_in=sec.get("csv_data_in", str, d.csv_data_in, choices=("query", "json-body")),
-            connect_timeout=sec.get("connect_timeout", float, d.connect_timeout, check=_positive),
-            read_timeout=sec.get("read_timeout", float, d.read_timeout, check=_positive),
+            connect_timeout=sec.get("connect_timeout", float, d.connect_timeout, check=check_positive),
+            read_timeout=sec.get("read_timeout", float, d.read_timeout, check=check_positive),
             backoff_initial=sec.duration("backoff_initial", d.backoff_initial),
             backoff_max=sec.duration("backoff_max", d.backoff_max),
-            batch_max=sec.get("batch_max", int, d.batch_max, check=_positive),
+            batch_max=sec.get("batch_max", int, d.batch_max, check=check_positive),
             ca_bundle=sec.get("ca_bundle", str, None),
-            send_delay=sec.get("send_delay", float, d.send_delay, check=_non_negative),
+            send_delay=sec.get("send_delay", float, d.send_delay, check=check_non_negative),
         )
         if iflow.ca_bundle and not os.path.isfile(iflow.ca_bundle):
             raise sec.error("ca_bundle", f"{iflow.ca_bundle} does not exist")
         sec.finish()
 
     top.used.add("feedback")
-    sec = _Section(path, "feedback", doc.get("feedback", {}))
+    sec = Section(path, "feedback", doc.get("feedback", {}))
     d = FeedbackConfig()
     feedback = FeedbackConfig(
         backend=sec.get("backend", str, d.backend, choices=("gpio", "console", "none")),
         fallback=sec.get("fallback", str, d.fallback, choices=("console", "none")),
-        green_pin=sec.get("green_pin", int, None, check=_pin),
-        red_pin=sec.get("red_pin", int, None, check=_pin),
-        buzzer_pin=sec.get("buzzer_pin", int, None, check=_pin),
+        green_pin=sec.get("green_pin", int, None, check=check_pin),
+        red_pin=sec.get("red_pin", int, None, check=check_pin),
+        buzzer_pin=sec.get("buzzer_pin", int, None, check=check_pin),
         buzzer_type=sec.get("buzzer_type", str, d.buzzer_type, choices=("active", "passive")),
     )
     sec.finish()
 
     top.used.add("journal")
-    sec = _Section(path, "journal", doc.get("journal", {}))
+    sec = Section(path, "journal", doc.get("journal", {}))
     d2 = JournalConfig()
     journal = JournalConfig(
         segment_size=sec.get("segment_size", int, d2.segment_size,
                              check=lambda v: None if 16 <= v <= 10000 else "must be between 16 and 10000"),
-        retention_days=sec.get("retention_days", float, d2.retention_days, check=_positive),
+        retention_days=sec.get("retention_days", float, d2.retention_days, check=check_positive),
     )
     sec.finish()
 
     top.used.add("time")
-    sec = _Section(path, "time", doc.get("time", {}))
+    sec = Section(path, "time", doc.get("time", {}))
     d3 = TimeConfig()
     timecfg = TimeConfig(
         unsynced=sec.get("unsynced", str, d3.unsynced, choices=("hold", "send")),
@@ -402,10 +283,10 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
     crosschex = None
     top.used.add("crosschex")
     if "crosschex" in doc:
-        sec = _Section(path, "crosschex", doc["crosschex"])
-        url = sec.get("url", str, required=True, check=_url)
+        sec = Section(path, "crosschex", doc["crosschex"])
+        url = sec.get("url", str, required=True, check=check_url)
         key = sec.get("api_key", str, required=True)
-        secret, secret_file = _secret(sec, "api_secret", warnings)
+        secret, secret_file = secret_value(sec, "api_secret", warnings)
         mapping = sec.get("mapping_file", str, None)
         if mapping and not os.path.isfile(mapping):
             raise sec.error("mapping_file", f"{mapping} does not exist")
@@ -413,7 +294,7 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
             url=url, api_key=key, api_secret=secret, api_secret_file=secret_file,
             tag_from=sec.get("tag_from", str, "workno"),
             mapping_file=mapping,
-            match_seconds=sec.get("match_seconds", int, 60, check=_non_negative),
+            match_seconds=sec.get("match_seconds", int, 60, check=check_non_negative),
             min_interval=sec.duration("min_interval", 30.0),
             reconcile_every=sec.duration("reconcile_every", None),
             reconcile_window=sec.duration("reconcile_window", 86400.0),

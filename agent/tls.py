@@ -1,7 +1,9 @@
 """The TLS context every HTTPS client of the agent uses (iFlow, CrossChex, doctor).
 
-Verification is never switched off: a CA bundle in config (a file or a
-``c_rehash`` directory) replaces the system store, nothing else changes.
+Verification is never switched off. The trusted CAs are certifi's bundle,
+as httpx uses by default (it ships with httpx, so every Pi has the same
+store whatever its image's age); a CA bundle in config (a file or a
+``c_rehash`` directory) replaces it, nothing else changes.
 Written once so that the delivery path, reconciliation and ``agent doctor``
 cannot disagree about which server certificates they accept.
 """
@@ -13,12 +15,14 @@ import ssl
 
 
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
-    """A verifying client context: the system's CAs, or only those of ``ca_bundle``."""
+    """A verifying client context: certifi's CAs, or only those of ``ca_bundle``."""
     if ca_bundle and os.path.isdir(ca_bundle):
         return ssl.create_default_context(capath=ca_bundle)
     if ca_bundle:
         return ssl.create_default_context(cafile=ca_bundle)
-    return ssl.create_default_context()
+    import certifi  # httpx's own dependency; only HTTPS clients pay for it
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def plain_http_context() -> ssl.SSLContext:

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from agent.config import ConfigError, from_dict, load, parse_duration
+from agent.config import ConfigError, from_dict, load
+from agent.schema import parse_duration
 
 GOOD = '''
 timezone = "Europe/Bucharest"
