@@ -18,7 +18,7 @@ KILLS = int(os.environ.get("AGENT_TEST_KILLS", "50"))
 def journal_tags(state_dir) -> Counter:
     j = Journal(str(state_dir / "journal"))
     try:
-        return Counter(r["tag"] for r in j.records())
+        return Counter(r.tag for r in j.records())
     finally:
         j.close()
 
@@ -187,7 +187,7 @@ backend = "console"
         entry.close()
         exit_.close()
     j = Journal(str(state / "journal"))
-    assert sorted((r["reader"], r["tag"], r["raw"]) for r in j.records()) == [
+    assert sorted((r.reader, r.tag, r.raw) for r in j.records()) == [
         ("entry", "0010597059", "0010597059"), ("exit", "0010597059", "0F00A1B2C3")]
 
 

@@ -15,22 +15,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.runtime import operations as rejected
+from agent.clock.anchors import AnchorStore
+from agent.clock.clock import Clock
+from agent.clock.sources import ClockSources
+from agent.commands.cli import run_command
+from agent.commands.reconcile import add_arguments, parse_time
 from agent.config import load
-from standins.crosschex import CrossChexStandIn, make_record
-from agent.journal.store import Journal
 from agent.crosschex.matching import LocalScan
-from agent.commands.reconcile import (
-    Scheduler,
-    add_arguments,
-    external_id,
-    main,
-    parse_time,
-    reconcile_window,
-    scans_in_window,
-)
+from agent.journal.store import Journal
+from agent.records import Record
+from agent.runtime.access import call
+from agent.runtime.operations import insert_external, scans_in_window
+from agent.runtime.reconciliation import external_id, reconcile_window
+from agent.runtime.requests import ScansRequest
+from agent.runtime.scheduler import Scheduler
+from standins.crosschex import CrossChexStandIn, make_record
 from standins.iflow import IflowStandin
-from agent.clock.timekeeping import AnchorStore, Clock, ClockSources
 from tests.support.harness import Daemon, Pty, run_cli, wait_ready, write_config
 
 UTC = timezone.utc
@@ -80,7 +80,7 @@ def seed_journal(state: Path, scans=LOCAL_SCANS, state_name: str = "delivered") 
         j.close()
 
 
-def journal_records(state: Path) -> list[dict]:
+def journal_records(state: Path) -> list[Record]:
     j = Journal(str(state / "journal"))
     try:
         return list(j.records())
@@ -107,7 +107,7 @@ def args_for(*argv: str) -> argparse.Namespace:
 
 
 def run_main(capsys, cfg, *argv: str) -> tuple[int, str, str]:
-    rc = main(cfg, args_for(*argv))
+    rc = run_command("reconcile", cfg, args_for(*argv))
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -125,9 +125,9 @@ def site(tmp_path, cc_server):
 
 
 def deliver(cfg) -> None:
-    from agent.commands.run import make_clock, open_journal
+    from agent.delivery.client import IflowClient
     from agent.delivery.deliverer import Deliverer
-    from agent.delivery.iflow import IflowClient
+    from agent.runtime.wiring import make_clock, open_journal
 
     journal = open_journal(cfg)
     client = IflowClient(cfg.iflow.url, cfg.iflow.access_token, "1.0")
@@ -179,12 +179,12 @@ def test_push_then_deliver_sends_exactly_the_crosschex_only_records(tmp_path, cc
         assert rc == 0, err
         res = json.loads(out)
         assert res["pushed"] == 2 and res["already_in_journal"] == 0
-        pushed = [r for r in journal_records(tmp_path / "state") if r.get("source") == "crosschex"]
-        assert sorted((r["tag"], r["captured_at"], r["reader"], r["state"]) for r in pushed) == [
+        pushed = [r for r in journal_records(tmp_path / "state") if r.source == "crosschex"]
+        assert sorted((r.tag, r.captured_at, r.reader, r.state) for r in pushed) == [
             ("AA0003", "2024-03-01T08:20:00.000000+00:00", "crosschex", "pending"),
             ("AA0004", "2024-03-01T08:30:00.000000+00:00", "crosschex", "pending"),
         ]
-        assert {r["external_id"] for r in pushed} == {
+        assert {r.extra["external_id"] for r in pushed} == {
             "cc:1750120622290025:2024-03-01T08:20:00+00:00:103", "cc:SN-2:2024-03-01T08:30:00+00:00:104"}
         deliver(cfg)
         assert sorted((s["date"], s["time"], s["rfidTag"]) for s in iflow.stored) == [
@@ -201,23 +201,25 @@ def test_push_then_deliver_sends_exactly_the_crosschex_only_records(tmp_path, cc
 
 def test_external_id_alone_prevents_a_second_push(site):
     """Even when the pushed scans are not seen as local scans, the journal refuses them again."""
-    from agent.commands.cli import dispatch
-
-    def direct(req):
-        return dispatch(site, req, lambda j: rejected.insert_external(j, req["records"]))[0]
+    from agent.runtime.access import dispatch
+    from agent.runtime.wiring import open_journal
 
     def hide_pushed(req):
-        if req["cmd"] == "scans":
-            def local(j):
-                return [s for s in scans_in_window(j, None, datetime.fromisoformat(req["from"]),
-                                                   datetime.fromisoformat(req["to"]))
-                        if s["source"] != "crosschex"]
-            return dispatch(site, req, local)[0]
-        return direct(req)
+        if isinstance(req, ScansRequest):
+            def local():
+                j = open_journal(site)
+                try:
+                    return [s for s in scans_in_window(j, None, datetime.fromisoformat(req.begin),
+                                                       datetime.fromisoformat(req.end))
+                            if s["source"] != "crosschex"]
+                finally:
+                    j.close()
+            return dispatch(site, req.to_wire(), local)[0]
+        return call(site, req)[0]
 
     begin, end = at(0), at(120)
-    first = reconcile_window(site, begin, end, push=True, journal_request=hide_pushed)
-    second = reconcile_window(site, begin, end, push=True, journal_request=hide_pushed)
+    first = reconcile_window(site, begin, end, push=True, ask=hide_pushed)
+    second = reconcile_window(site, begin, end, push=True, ask=hide_pushed)
     assert (first["pushed"], first["already_in_journal"]) == (2, 0)
     assert (second["only_crosschex"], second["pushed"], second["already_in_journal"]) == (2, 0, 2)
 
@@ -340,6 +342,27 @@ def test_parse_time_forms():
             parse_time(bad, TZ, now=now)
 
 
+@pytest.mark.parametrize("argv", [
+    ["--from", "-24h", "--to", "-1.5h"],
+    ["--from=-24h", "--to=-1.5h"],
+    ["--fr", "-24h", "--t", "-1.5h"],  # the abbreviations argparse accepts
+])
+def test_relative_times_after_the_option_or_attached_to_it(argv):
+    """Plain argparse reads "--from -24h" as two options; the command's parser reads a time."""
+    from agent.commands.cli import build_parser
+
+    whole = ["reconcile", *argv, "--json"]
+    for args in (args_for(*argv, "--json"), build_parser(whole).parse_args(whole)):
+        assert (args.begin, args.end, args.json) == ("-24h", "-1.5h", True)
+
+
+@pytest.mark.parametrize("argv", [["--from"], ["--from", "--push"], ["--json", "-24h"], ["--from", "yesterday", "-2h"]])
+def test_a_missing_or_stray_time_is_still_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        args_for(*argv)
+    assert exc.value.code == 2
+
+
 # --------------------------------------------------- local scans' true time
 
 
@@ -362,9 +385,9 @@ def test_scans_in_window_uses_corrected_then_clock_then_captured(tmp_path):
         j.append(dict(base, tag="E", captured_at="garbage", boot_id="y", synced=True))
         got = scans_in_window(j, clock, at(0), at(60))
         assert [(s["id"], s["tag"], s["when"]) for s in got] == [
-            (a["id"], "A", "2024-03-01T08:10:00.000000+00:00"),
-            (b["id"], "B", "2024-03-01T08:20:00.000000+00:00"),
-            (c["id"], "C", "2024-03-01T08:30:00.000000+00:00")]
+            (a.id, "A", "2024-03-01T08:10:00.000000+00:00"),
+            (b.id, "B", "2024-03-01T08:20:00.000000+00:00"),
+            (c.id, "C", "2024-03-01T08:30:00.000000+00:00")]
         # without a clock the unsynced scan keeps its (wrong) capture time: outside the window
         assert [s["tag"] for s in scans_in_window(j, None, at(0), at(60))] == ["B", "C"]
         with pytest.raises(ValueError):
@@ -396,7 +419,7 @@ class Sched:
 
         def insert(records):
             self.inserted.append(records)
-            return rejected.insert_external(self.journal, records)
+            return insert_external(self.journal, records)
 
         self.s = Scheduler(self.cfg, insert, local_scans, now=lambda: self.t)
 
@@ -519,12 +542,12 @@ def test_command_in_a_subprocess_without_and_with_the_daemon(tmp_path, cc_server
         assert "Traceback" not in "".join(d.stderr) and SECRET not in "".join(d.stderr)
     finally:
         pty.close()
-    pushed = [r for r in journal_records(tmp_path / "state") if r.get("source") == "crosschex"]
-    assert sorted(r["external_id"] for r in pushed) == sorted(
+    pushed = [r for r in journal_records(tmp_path / "state") if r.source == "crosschex"]
+    assert sorted(r.extra["external_id"] for r in pushed) == sorted(
         external_id(rec) for rec in _parsed([CC_RECORDS[2], CC_RECORDS[3]]))
 
 
 def _parsed(items):
-    from agent.crosschex.client import parse_record
+    from agent.crosschex.wire import parse_record
 
     return [parse_record(i) for i in items]

@@ -9,7 +9,6 @@ import statistics
 import threading
 import time
 
-import pytest
 
 from agent.config import from_dict
 from agent.commands.run import Daemon
@@ -63,7 +62,7 @@ def test_ready_after_journal_then_watchdog_only_while_healthy(tmp_path, monkeypa
     cfg = from_dict({"timezone": "UTC", "state_dir": str(tmp_path / "state")})
     reader = HangableReader()
     d = Daemon(cfg, feedback=None, notifier=Notifier(), readers=[reader])
-    d.feedback = __import__("agent.feedback.backends", fromlist=["Feedback"]).Feedback()
+    d.feedback = __import__("agent.feedback", fromlist=["Feedback"]).Feedback()
     d.reader_stall_s = 1.0
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
@@ -89,7 +88,7 @@ def test_scan_to_feedback_latency_through_the_serial_path(tmp_path):
     from gpiozero import Device
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    from agent.feedback.backends import GpioFeedback
+    from agent.feedback.gpio import GpioFeedback
 
     factory = MockFactory(pin_class=MockPWMPin)
     fb = GpioFeedback(green=17, red=27, buzzer=22, pin_factory=factory, time_scale=0.002)

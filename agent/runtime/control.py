@@ -1,16 +1,16 @@
-"""One writer: the state-directory lock and the daemon's control socket.
+"""The daemon's control socket: how a command asks the one writer.
 
-The daemon holds an exclusive ``flock`` on ``<state_dir>/agent.lock`` for its
-whole life and answers commands on ``<state_dir>/agent.sock`` (newline-
-delimited JSON, one request per connection; a request may stream progress
-events before its final answer). A command such as ``agent status`` first asks
-the daemon; when none answers it takes the same lock and opens the journal
-itself. Two processes therefore never write the journal at once.
+The daemon answers on ``<state_dir>/agent.sock`` (newline-delimited JSON, one
+request per connection; a request may stream progress events before its
+final answer) while it holds the journal's lock (:mod:`agent.journal.lock`).
+A command such as ``agent status`` first asks it here; when none answers it
+takes the same lock and opens the journal itself
+(:func:`agent.runtime.access.dispatch`). Two processes therefore never write
+the journal at once.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -19,11 +19,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from agent.errors import DaemonError, NoDaemon
+from agent.errors import AgentError, DaemonError, NoDaemon
 
 log = logging.getLogger("agent.control")
 
-LOCK_NAME = "agent.lock"
 SOCKET_NAME = "agent.sock"
 MAX_LINE = 1 << 20
 
@@ -50,41 +49,6 @@ class _ShortPath:
         if self._fd is not None:
             os.close(self._fd)
 
-
-class StateLock:
-    """An exclusive flock on the state directory's lock file."""
-
-    def __init__(self, state_dir: str) -> None:
-        self.path = os.path.join(state_dir, LOCK_NAME)
-        self._fd: int | None = None
-
-    def acquire(self, timeout: float = 0.0, poll: float = 0.1) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(poll)
-                continue
-            self._fd = fd
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-    def __enter__(self) -> "StateLock":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def _send_line(conn: socket.socket, obj: dict) -> None:
@@ -116,7 +80,8 @@ class ControlServer:
         finally:
             os.umask(old)
         sock.listen(16)
-        sock.settimeout(0.5)
+        # Blocking accept: an idle daemon must not wake for nothing (a Pi Zero at
+        # a door idles all day); stop() shuts the socket down to end the wait.
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self._thread.start()
@@ -126,8 +91,6 @@ class ControlServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except socket.timeout:
-                continue
             except OSError:
                 if self._stop.is_set():
                     return
@@ -149,7 +112,7 @@ class ControlServer:
                 conn.settimeout(None)
                 answer = handler(request, lambda event: _send_line(conn, {"event": event}))
                 _send_line(conn, {"ok": True, "result": answer})
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, AgentError) as exc:
                 log.debug("control connection ended: %s", exc)
                 try:
                     _send_line(conn, {"ok": False, "error": str(exc)})
@@ -165,6 +128,10 @@ class ControlServer:
     def stop(self) -> None:
         self._stop.set()
         if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)

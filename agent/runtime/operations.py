@@ -1,56 +1,180 @@
-"""Journal operations behind `agent rejected` and reconciliation's push.
+"""The technician's operations on the journal, each written once.
 
-They run in whichever process owns the journal: the daemon (asked over the
-control socket) or the command itself when no daemon runs.
+Every operation runs in whichever process owns the journal: the daemon, asked
+over the control socket, or the command itself when no daemon runs (it then
+holds the state lock, :func:`agent.runtime.access.dispatch`). Both call the
+same function here with the same typed request, against :class:`Parts`: what
+that process has (the daemon's long-lived deliverer and readers, or parts
+built for this one command).
+
+The typed requests are :mod:`agent.runtime.requests`; answers are JSON-ready
+dicts whose fields are documented in the README (``agent status --json``).
+A command reaches an operation through :func:`agent.runtime.access.call`.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections import Counter
-from typing import Any, Iterable
+from datetime import datetime, timezone
+from typing import Any, Callable, NamedTuple
 
-from agent.delivery.deliverer import reason_of
-from agent.journal.store import Journal, strip_location
+from agent import __version__
+from agent.clock.clock import Clock
+from agent.config import Config
+from agent.delivery.backlog import count_backlog
+from agent.delivery.wire import reason_of
+from agent.errors import CommandError
+from agent.journal.store import Journal
+from agent.records import Record, State
+from agent.runtime.requests import (
+    FlushRequest,
+    InsertRequest,
+    RejectedRequest,
+    Request,
+    ScansRequest,
+    StatusRequest,
+)
+from agent.runtime.wiring import make_clock, make_deliverer, open_journal
+
+log = logging.getLogger("agent.reconciler")
+
+UTC = timezone.utc
+Progress = Callable[[dict], None]
 
 
-def handle(journal: Journal, request: dict) -> dict[str, Any]:
-    """List rejected records, or return some (``retry``: ids, ``all``) to pending."""
-    retry = request.get("retry") or []
-    if request.get("all") or retry:
-        wanted = set(retry)
+# ------------------------------------------------------------------ parts
+
+
+class DaemonView(NamedTuple):
+    """What only a running daemon can add to an answer."""
+
+    pid: int
+    started: float
+    readers: Callable[[], list[dict]]
+    scans_this_run: Callable[[], dict]
+    stop: threading.Event
+
+
+class Parts:
+    """What an operation runs against, in the process that owns the journal.
+
+    ``delivery`` is the daemon's long-lived Deliverer; without a daemon it is
+    built on first use (only `flush` needs one: `status` must not load the HTTP
+    client) and closed by :meth:`close`. ``wake`` nudges the uploader after a
+    change that makes records sendable. (A plain class: dataclasses would cost
+    `agent status` the import of inspect.)"""
+
+    def __init__(self, cfg: Config, journal: Journal, clock: Clock, *, daemon: DaemonView | None = None,
+                 wake: Callable[[], None] | None = None, delivery: Any = None) -> None:
+        self.cfg, self.journal, self.clock = cfg, journal, clock
+        self.daemon, self.wake, self.delivery = daemon, wake, delivery
+        self._own_delivery = False
+
+    @classmethod
+    def local(cls, cfg: Config, journal: Journal) -> Parts:
+        clock = make_clock(cfg)
+        clock.observe()
+        return cls(cfg, journal, clock)
+
+    def deliverer(self) -> Any:
+        if self.delivery is None:
+            if self.cfg.iflow is None:
+                raise CommandError("delivery is not configured ([iflow] missing)")
+            self.delivery = make_deliverer(self.cfg, self.journal, self.clock)
+            self._own_delivery = True
+        return self.delivery
+
+    def close(self) -> None:
+        if self._own_delivery and self.delivery is not None:
+            self.delivery.client.close()
+            self.delivery = None
+
+    def changed(self, n: int) -> None:
+        if n and self.wake is not None:
+            self.wake()
+
+
+# ------------------------------------------------------------- operations
+
+
+def status(parts: Parts, req: StatusRequest, progress: Progress | None = None) -> dict[str, Any]:
+    """`agent status`: journal counts, delivery state, readers, clock."""
+    out: dict[str, Any] = parts.journal.summary()
+    out["version"] = __version__
+    d = parts.daemon
+    if d is not None:
+        out.update({"daemon": True, "pid": d.pid, "uptime_seconds": round(time.time() - d.started, 1),
+                    "readers": d.readers(), "scans_this_run": d.scans_this_run()})
+    else:
+        out.update({"daemon": False, "readers": []})
+    if parts.cfg.iflow is None:
+        out.update({"last_delivery": None, "last_error": "delivery not configured ([iflow] missing)",
+                    "backoff_seconds": 0.0, "held": {}})
+    elif parts.delivery is not None:
+        out.update(parts.delivery.state())
+    else:
+        backlog = count_backlog(parts.journal, parts.clock, parts.cfg.time.unsynced)
+        out.update({"last_delivery": None, "last_error": None, "backoff_seconds": 0.0,
+                    "held": dict(backlog.held), "held_detail": backlog.detail})
+    out["clock_synced"] = bool(parts.clock.synced)
+    return out
+
+
+def flush(parts: Parts, req: FlushRequest, progress: Progress | None = None) -> dict[str, Any]:
+    """`agent flush`: deliver everything sendable now (or, dry run, list it)."""
+    deliverer = parts.deliverer()
+    if req.dry_run:
+        items, held = deliverer.plan(req.release_unsynced)
+        return {"would_send": [i._asdict() for i in items], "held": dict(held)}
+    stop = parts.daemon.stop if parts.daemon is not None else None
+    return deliverer.drain(progress=progress, stop=stop, release_unsynced=req.release_unsynced).as_dict()
+
+
+def rejected(parts: Parts, req: RejectedRequest, progress: Progress | None = None) -> dict[str, Any]:
+    """`agent rejected`: list rejected records by reason, or return some to pending."""
+    journal = parts.journal
+    if req.all or req.retry:
+        wanted = set(req.retry)
         changes = []
-        for rec in journal.records(("rejected",)):
-            if request.get("all") or rec["id"] in wanted or rec["id"][:12] in wanted:
-                changes.append((rec, {"state": "pending", "message": None, "done_at": None,
+        for rec in journal.records((State.REJECTED,)):
+            if req.all or rec.id in wanted or rec.id[:12] in wanted:
+                changes.append((rec, {"state": State.PENDING, "message": None, "done_at": None,
                                       "error": None, "retried": int(rec.get("retried", 0)) + 1}))
         journal.update(changes)
-        found = {rec["id"] for rec, _ in changes}
-        unknown = [i for i in retry if i not in found and not any(f.startswith(i) for f in found)]
+        parts.changed(len(changes))
+        found = {rec.id for rec, _ in changes}
+        unknown = [i for i in req.retry if i not in found and not any(f.startswith(i) for f in found)]
         return {"returned": len(changes), "unknown": unknown}
     rows = []
     reasons: Counter = Counter()
-    for rec in journal.records(("rejected",)):
-        reason = reason_of(rec.get("message"), str(rec.get("tag", "")))
+    for rec in journal.records((State.REJECTED,)):
+        reason = reason_of(rec.message, "" if rec.tag is None else str(rec.tag))
         reasons[reason] += 1
-        rows.append({"id": rec["id"], "tag": rec.get("tag"), "captured_at": rec.get("captured_at"),
-                     "sent_date": rec.get("sent_date"), "sent_time": rec.get("sent_time"),
-                     "reader": rec.get("reader"), "reason": reason, "message": rec.get("message")})
+        rows.append({"id": rec.id, "tag": rec.tag, "captured_at": rec.captured_at,
+                     "sent_date": rec.sent_date, "sent_time": rec.sent_time,
+                     "reader": rec.reader, "reason": reason, "message": rec.message})
     return {"rejected": rows, "by_reason": dict(reasons)}
 
 
-def insert_external(journal: Journal, records: Iterable[dict]) -> dict[str, Any]:
-    """Add punches from another system (CrossChex) as scans with a trusted time.
+def insert(parts: Parts, req: InsertRequest, progress: Progress | None = None) -> dict[str, Any]:
+    """Add punches from another system as scans with a trusted time, through the one writer."""
+    result = insert_external(parts.journal, req.records)
+    parts.changed(result["added"])
+    return result
 
-    Each record needs ``tag`` and ``captured_at`` (UTC ISO 8601); ``external_id``
-    makes a second insert of the same punch a no-op.
-    """
-    records = list(records)
+
+def insert_external(journal: Journal, records: list[dict]) -> dict[str, Any]:
+    """Append ``records`` (see :class:`InsertRequest`) unless their ``external_id``
+    is in the journal already."""
     wanted = {r.get("external_id") for r in records if r.get("external_id")}
     seen = set()
     if wanted:
         for rec in journal.records():
             if rec.get("external_id") in wanted:
-                seen.add(rec["external_id"])
+                seen.add(rec.get("external_id"))
     added = []
     for r in records:
         if r.get("external_id") and r["external_id"] in seen:
@@ -62,5 +186,95 @@ def insert_external(journal: Journal, records: Iterable[dict]) -> dict[str, Any]
             "external_id": r.get("external_id"),
         })
         seen.add(r.get("external_id"))
-        added.append(strip_location(stored)["id"])
+        added.append(stored.id)
     return {"added": len(added), "ids": added, "skipped": len(records) - len(added)}
+
+
+def scans(parts: Parts, req: ScansRequest, progress: Progress | None = None) -> list[dict]:
+    """Local scans in a time window (for `agent reconcile`)."""
+    return scans_in_window(parts.journal, parts.clock, datetime.fromisoformat(req.begin),
+                           datetime.fromisoformat(req.end))
+
+
+OPERATIONS: dict[str, Callable[[Parts, Any, Progress | None], Any]] = {
+    "status": status, "flush": flush, "rejected": rejected, "insert": insert, "scans": scans,
+}
+
+
+def perform(parts: Parts, req: Request, progress: Progress | None = None) -> Any:
+    return OPERATIONS[req.cmd](parts, req, progress)
+
+
+def run_here(cfg: Config, req: Request, progress: Progress | None = None) -> Any:
+    """``req`` in this process, which holds the journal's lock (no daemon runs)."""
+    journal = open_journal(cfg)
+    try:
+        parts = Parts.local(cfg, journal)
+        try:
+            return perform(parts, req, progress)
+        finally:
+            parts.close()
+    finally:
+        journal.close()
+
+
+# ------------------------------------------------------------ scan times
+
+
+def parse_stamp(value: Any) -> datetime | None:
+    """An aware ISO 8601 stamp as UTC; None for anything else."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        return None
+    return dt.astimezone(UTC)
+
+
+def scan_time(rec: Record, clock: Any | None) -> datetime | None:
+    """A journal record's true time: ``corrected_at`` if present, else the
+    clock's effective time, else ``captured_at``; None if none is readable."""
+    when = parse_stamp(rec.get("corrected_at"))
+    if when is not None:
+        return when
+    if clock is not None:
+        try:
+            eff = clock.effective(rec)
+        except (ValueError, TypeError, KeyError):
+            eff = None
+        if eff is not None and eff.when is not None:
+            return eff.when.astimezone(UTC)
+    return parse_stamp(rec.captured_at)
+
+
+def _aware(dt: Any, name: str) -> datetime:
+    if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime")
+    return dt.astimezone(UTC)
+
+
+def scans_in_window(journal: Journal, clock: Any | None, begin: datetime, end: datetime) -> list[dict]:
+    """Every journal record whose true time lies in ``[begin, end]``, as
+    ``{"id", "tag", "when" (UTC ISO 8601), "source"}``, oldest first.
+
+    Any state counts: a delivered or rejected scan was still made. Records
+    without a readable time or tag are left out. Raises ValueError for naive
+    bounds."""
+    begin, end = _aware(begin, "begin"), _aware(end, "end")
+    out: list[tuple[datetime, int, dict]] = []
+    for i, rec in enumerate(journal.records()):
+        tag = rec.tag
+        when = scan_time(rec, clock)
+        if when is None or not isinstance(tag, str) or not tag:
+            log.debug("journal record %s has no readable time or tag; not compared", rec.id)
+            continue
+        if begin <= when <= end:
+            out.append((when, i, {"id": str(rec.id), "tag": tag,
+                                  "when": when.isoformat(timespec="microseconds"),
+                                  "source": str(rec.source or "reader")}))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return [d for _, _, d in out]
+

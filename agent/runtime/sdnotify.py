@@ -126,8 +126,8 @@ class Watchdog:
     Failures are logged when they start or change, and then at most every
     ``log_every`` seconds; recovery is logged once.
 
-    Checks run only when a ping is due, so ``tick()`` is cheap to call every
-    0.5-1 s.  With ``interval`` None it comes from :meth:`Notifier.watchdog_interval`;
+    Checks run only when a ping is due, so ``tick()`` is cheap to call often;
+    call it at least twice per interval.  With ``interval`` None it comes from :meth:`Notifier.watchdog_interval`;
     when there is neither an interval nor an enabled notifier, ``tick`` does nothing.
     """
 

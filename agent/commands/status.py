@@ -1,0 +1,97 @@
+"""``agent status``: what is pending, delivered, rejected, held; is the daemon running.
+
+Works with and without a daemon (the same operation answers either way,
+:func:`agent.runtime.operations.status`). Loads neither the HTTP client nor
+gpiozero: a technician waits for this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from datetime import datetime
+
+from agent import __version__
+from agent.config import Config
+from agent.runtime.access import call
+from agent.runtime.requests import StatusRequest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def local_time(iso: str | None, cfg: Config) -> str:
+    if not iso:
+        return "-"
+    try:
+        return datetime.fromisoformat(iso).astimezone(cfg.timezone).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        secs = time.time() - datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f" ({secs / size:.0f}{unit} ago)"
+    return f" ({max(secs, 0):.0f}s ago)"
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    if not os.path.isdir(cfg.state_dir):
+        st = {"pending": 0, "delivered": 0, "duplicate": 0, "rejected": 0, "oldest_pending": None,
+              "daemon": False, "note": f"{cfg.state_dir} does not exist yet"}
+    else:
+        st, _ = call(cfg, StatusRequest())
+    if args.json:
+        print(json.dumps(st, sort_keys=True))
+        return 0
+    held = sum((st.get("held") or {}).values())
+    lines = []
+    if st.get("daemon"):
+        lines.append(f"agent {st.get('version', __version__)}: daemon running (pid {st.get('pid')}, "
+                     f"up {st.get('uptime_seconds', 0) / 60:.0f} min)")
+    else:
+        lines.append(f"agent {__version__}: daemon NOT running")
+    lines.append(f"  pending      {st['pending']:>7}   oldest {local_time(st.get('oldest_pending'), cfg)}"
+                 f"{_age(st.get('oldest_pending'))}")
+    lines.append(f"  delivered    {st['delivered']:>7}   ({st.get('duplicate', 0)} already in iFlow)")
+    lines.append(f"  rejected     {st['rejected']:>7}" + ("   see: agent rejected" if st["rejected"] else ""))
+    if held:
+        hd = st.get("held_detail") or {}
+        lines.append(f"  held         {held:>7}   clock not trusted at capture: {st.get('held')}")
+        if hd.get("oldest"):
+            lines.append(f"               stamped {local_time(hd['oldest'], cfg)} .. {local_time(hd.get('newest'), cfg)}"
+                         " by a clock that never synchronised")
+        if hd.get("bound_from"):
+            lines.append(f"               true time between {local_time(hd['bound_from'], cfg)} and "
+                         f"{local_time(hd.get('bound_to'), cfg)}")
+        lines.append("               check them, then: agent flush --release-unsynced")
+    if st.get("last_delivery") is not None or st.get("daemon"):
+        lines.append(f"  last delivery  {local_time(st.get('last_delivery'), cfg)}{_age(st.get('last_delivery'))}")
+    if st.get("last_error"):
+        lines.append(f"  last error     {st['last_error']}")
+    if st.get("backoff_seconds"):
+        lines.append(f"  next retry in  {math.ceil(st['backoff_seconds'])} s")
+    if st.get("auth_refused"):
+        lines.append("  iFlow REFUSED THE ACCESS TOKEN: check iflow.access_token and the device in iFlow")
+    for r in st.get("readers", []):
+        state = "connected" if r["connected"] else f"NOT CONNECTED ({r.get('error') or 'waiting'})"
+        lines.append(f"  reader {r['name']}: {state}")
+    if st.get("clock_synced") is False:
+        lines.append("  clock: NOT synchronised (scans are stamped now and corrected when it syncs)")
+    for q in st.get("quarantined") or []:
+        lines.append(f"  UNREADABLE journal file moved aside: {q}")
+    if st.get("note"):
+        lines.append(f"  {st['note']}")
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,127 @@
+"""The composition root: every part of the agent is built from the Config here.
+
+The daemon, every command and ``agent doctor`` build their parts through these
+functions and nowhere else, so a setting means the same thing on every path.
+Heavy modules (the HTTP client: httpx; readers: pyserial/evdev) are imported
+inside the factory that needs them: `agent status` and `agent --version`
+must start fast on a Pi, and a missing optional driver must not break import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from datetime import datetime, timezone
+
+from agent import BUILD_DATE, reading
+from agent.config import Config, ReaderConfig
+from agent.journal.store import Journal
+
+log = logging.getLogger("agent.daemon")
+
+CLOCK_FILE = "clock.json"
+JOURNAL_DIR = "journal"
+
+
+def make_reader(rc: ReaderConfig):
+    """The reader shell for one ``[reader]`` table (python-can style: chosen by config)."""
+    return reading.make_reader(rc)
+
+
+def make_clock(cfg: Config):
+    from agent.clock.anchors import AnchorStore
+    from agent.clock.clock import Clock
+    from agent.clock.sources import ClockSources
+
+    sources = ClockSources(use_adjtimex=cfg.time.use_adjtimex, timesyncd_flag=cfg.time.timesyncd_flag,
+                           trust_rtc=cfg.time.trust_rtc, boot_id_path=cfg.time.boot_id_path)
+    build_time = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=timezone.utc)
+    return Clock(sources, AnchorStore(os.path.join(cfg.state_dir, CLOCK_FILE)), build_time=build_time)
+
+
+def make_client(cfg: Config):
+    from agent.delivery.client import IflowClient
+
+    ic = cfg.iflow
+    assert ic is not None
+    return IflowClient(ic.url, ic.access_token, ic.client_version, csv_data_in=ic.csv_data_in,
+                       max_url_bytes=ic.max_url_bytes, connect_timeout=ic.connect_timeout,
+                       read_timeout=ic.read_timeout, verify=ic.ca_bundle or True)
+
+
+def make_deliverer(cfg: Config, journal: Journal, clock):
+    if cfg.iflow is None:
+        return None
+    from agent.delivery.deliverer import Deliverer
+
+    ic = cfg.iflow
+    return Deliverer(journal, make_client(cfg), clock, cfg.timezone, policy=cfg.time.unsynced,
+                     batch_max=ic.batch_max, backoff_initial=ic.backoff_initial,
+                     backoff_max=ic.backoff_max)
+
+
+CROSSCHEX_TOKEN_FILE = "crosschex-token.json"
+
+
+def make_crosschex_client(cfg: Config, **overrides):
+    """The CrossChex client for ``cfg`` (ValueError for unusable settings);
+    ``overrides`` are CrossChexClient keywords (the scheduler's interruptible ``sleep``)."""
+    from agent.crosschex.client import CrossChexClient
+
+    cc = cfg.crosschex
+    assert cc is not None
+    cache = os.path.join(cfg.state_dir, CROSSCHEX_TOKEN_FILE) if os.path.isdir(cfg.state_dir) else None
+    return CrossChexClient(cc.url, cc.api_key, cc.api_secret, token_cache=cache, min_interval_s=cc.min_interval,
+                           **overrides)
+
+
+def open_journal(cfg: Config) -> Journal:
+    return Journal(os.path.join(cfg.state_dir, JOURNAL_DIR), segment_size=cfg.journal.segment_size,
+                   retention_days=cfg.journal.retention_days)
+
+
+def ensure_state_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        log.warning("state directory %s is accessible to other users (mode %04o); "
+                    "scans identify people: chmod 700 %s", path, mode, path)
+
+
+def check_file_modes(cfg: Config) -> None:
+    """Warn (never fail) when secrets are readable by others."""
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    if cfg.iflow and not cfg.iflow.access_token_file:
+        try:
+            mode = stat.S_IMODE(os.stat(cfg.path).st_mode)
+        except OSError:
+            return
+        if mode & 0o077:
+            log.warning("%s holds the access token and is readable by other users (mode %04o); "
+                        "chmod 600 it or use access_token_file", cfg.path, mode)
+
+
+def make_feedback(cfg: Config):
+    from agent.feedback import (
+        make_feedback as build,  # gpiozero only for the gpio backend
+    )
+
+    return build(cfg.feedback)
+
+
+def make_recorder(cfg: Config, journal: Journal, clock, feedback, on_stored=None):
+    from agent.recording.recorder import Recorder
+
+    return Recorder(journal, clock, feedback, readers=cfg.readers, log_tags=cfg.log_tags, on_stored=on_stored)
+
+
+def make_uploader(cfg: Config, deliverer):
+    """The daemon's background sender for ``deliverer`` (None without ``[iflow]``)."""
+    if deliverer is None or cfg.iflow is None:
+        return None
+    from agent.delivery.uploader import Uploader
+
+    return Uploader(deliverer, send_delay=cfg.iflow.send_delay)
+
