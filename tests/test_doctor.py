@@ -388,3 +388,21 @@ def test_hid_reader_not_found_by_name(site, capsys, tmp_path):
     rc, lines, out = run(path, capsys)
     line = lines_for(lines, "reader.door")[0]
     assert rc == 1 and line.startswith("FAIL") and "no input device with name 'No Such Reader'" in line
+
+
+def test_held_count_agrees_with_delivery_on_pinned_records(site, capsys, tmp_path):
+    # A pinned record goes out with its pinned time whatever the clock says
+    # (agent.delivery.backlog): doctor must not count it as held.
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    j = Journal(str(state / "journal"))
+    stamp = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat(timespec="microseconds")
+    ids = [j.append({"tag": str(i), "raw": str(i), "reader": "door", "source": "reader", "captured_at": stamp,
+                     "boot_id": "an-earlier-boot", "mono_ns": 1, "synced": False}).id for i in range(2)]
+    j.pin([(ids[0], "2026-01-01", "08:00:00")])
+    j.close()
+    unsynced = {"use_adjtimex": False, "timesyncd_flag": str(tmp_path / "no-flag")}
+    rc, lines, out = run(site.config(state=state, extra={"time": unsynced}), capsys)
+    line = lines_for(lines, "clock")[0]
+    assert line.startswith("WARN") and "; 1 scan(s) held until the time is known" in line, out
+    assert "2 pending" in lines_for(lines, "journal")[0]

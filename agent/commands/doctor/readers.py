@@ -1,0 +1,97 @@
+"""The ``reader.NAME`` checks: each device is present and permitted, or the daemon holds it.
+
+A device is checked without opening it (the running daemon may hold it, and
+a HID reader is grabbed exclusively); the HID device search is the reader's
+own, :func:`agent.reading.hid.find_input_device`.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+
+from agent.commands.doctor.base import FAIL, PASS, Ctx, Result, result
+from agent.config import ReaderConfig
+from agent.reading.hid import find_input_device
+
+
+def _daemon_reader(ctx: Ctx, name: str) -> dict | None:
+    if ctx.daemon is None:
+        return None
+    for r in ctx.daemon.get("readers") or []:
+        if isinstance(r, dict) and r.get("name") == name:
+            return r
+    return None
+
+
+def _device_access(path: str, what: str, group_hint: str) -> tuple[str, str] | None:
+    """(detail, fix) if ``path`` is missing or not readable/writable, else None."""
+    if not os.path.exists(path):
+        return (f"{what} {path} is not present",
+                ("check the reader's cable and USB adapter (ls -l /dev/serial/by-id /dev/input/by-id), "
+                 "the udev rule and the path in the config"))
+    if not os.access(path, os.R_OK | os.W_OK):
+        try:
+            st = os.stat(path)
+            group = grp.getgrgid(st.st_gid).gr_name
+        except (OSError, KeyError):
+            group = group_hint
+        return (f"{what} {path} is present but not readable and writable by this user",
+                f"add the agent's user to group {group} (usermod -aG {group} <agent user>)")
+    return None
+
+
+def _at_path(path: str, what: str, group_hint: str) -> tuple[str, str, str]:
+    problem = _device_access(path, what, group_hint)
+    if problem:
+        return FAIL, problem[0], problem[1]
+    return PASS, f"{what} {path} present, read/write permitted", ""
+
+
+def _reader_local(rc: ReaderConfig) -> tuple[str, str, str]:
+    """(status, detail, fix) for a reader device, checked without opening it."""
+    if rc.type == "serial":
+        if "://" in rc.port:
+            return PASS, f"serial URL {rc.port} (not checked)", ""
+        return _at_path(rc.port, "serial port", "dialout")
+    if rc.path:
+        return _at_path(rc.path, "input device", "input")
+    try:
+        # readable ones only: one this user cannot write is reported with its group below
+        found = find_input_device(device_name=rc.device_name, usb_id=rc.usb_id, writable=False)
+    except ImportError as exc:
+        return FAIL, f"python-evdev is not available: {exc}", "install the agent's dependencies (evdev)"
+    if found.path is not None:
+        problem = _device_access(found.path, "input device", "input")
+        if problem:
+            return FAIL, f"{found.what}: {problem[0]}", problem[1]
+        return PASS, f"input device with {found.what} found at {found.path}, read/write permitted", ""
+    detail = f"no input device with {found.what} among {found.candidates} input device(s)"
+    if found.unreadable:
+        detail += f" ({found.unreadable} not readable by this user)"
+        return FAIL, detail, "run agent doctor as root, or add the agent's user to group input"
+    return FAIL, detail, "plug the reader in; check device_name/usb_id against: lsusb; evtest"
+
+
+def check_readers(ctx: Ctx) -> list[Result]:
+    out: list[Result] = []
+    for rc in ctx.cfg.readers:
+        name = f"reader.{rc.name}"
+        try:
+            status, detail, fix = _reader_local(rc)
+        except Exception as exc:  # noqa: BLE001
+            status, detail, fix = FAIL, f"cannot check: {type(exc).__name__}: {exc}", ""
+        held = _daemon_reader(ctx, rc.name)
+        if held is not None:
+            if held.get("connected"):
+                out.append(result(name, PASS, "held by the running daemon (connected)"
+                                  + (f": {detail}" if status == PASS else "")))
+            else:
+                err = held.get("error") or "waiting for the device"
+                out.append(result(name, FAIL, f"the running daemon cannot use it: {err}",
+                                  fix or "check the cable; journalctl -u rfid-agent"))
+        else:
+            if status == PASS and ctx.daemon is None:
+                detail += " (not opened: no daemon holds it; agent probe reads cards)"
+            out.append(result(name, status, detail, fix))
+    return out
