@@ -46,10 +46,12 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
     headings = [line for line in text.splitlines() if line.startswith("#")]
     assert headings == ["# Benchmarks", "## Targets", "## Machine", "## Insert latency",
                         "## Idle daemon memory with a 300 backlog",
-                        "## Flush of a 300 backlog to the local iFlow stand-in"]
+                        "## Flush of a 300 backlog to the local iFlow stand-in", "## Start-up and idle wake-ups"]
 
     targets = [r for r in section(text, "## Targets").splitlines() if r.startswith("| ") and "---" not in r]
-    assert len(targets) == 1 + 8  # header + insert p50, p99, speed-up, RSS, SIGTERM, flush rate, memory, ratio
+    # header + insert p50, p99, speed-up, RSS, SIGTERM, flush rate, memory, ratio,
+    # --version, status without and with a daemon, idle wake-ups
+    assert len(targets) == 1 + 8 + 4
     assert all(("met" in r or "MISSED" in r) and "not enforced in --quick" in r for r in targets[1:])
 
     machine = section(text, "## Machine")
@@ -68,6 +70,12 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
 
     flush = section(text, "## Flush of a 300 backlog to the local iFlow stand-in")
     assert "| `agent flush`, round 1 |" in flush and "| bare httpx loop, round 1 |" in flush
+
+    startup = section(text, "## Start-up and idle wake-ups")
+    for row in ("| `agent --version` |", "| `agent status --json`, no daemon, 300 records |",
+                "| `agent status --json`, daemon running |"):
+        assert row in startup
+    assert "wake-ups per second" in startup
 
 
 def test_unknown_benchmark_name_is_a_usage_error(tmp_path: Path) -> None:
