@@ -936,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = QUICK if args.quick else FULL
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
-        ["python", "-m", "bench.run"] + (sys.argv[1:] if argv is None else argv))
+        ["python", "-m", "bench"] + (sys.argv[1:] if argv is None else argv))
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     parent = _pick_tmp_parent(args.tmp)
@@ -976,5 +976,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `python -m bench.run`: run the one importable copy (see bench/__main__.py)
+    from bench.run import main as _main
+
+    raise SystemExit(_main())

@@ -19,7 +19,7 @@ def run_bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.pop("BENCH_COMMAND", None)
-    return subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

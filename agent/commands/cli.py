@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from agent import __version__
@@ -92,4 +93,7 @@ def run_command(name: str, cfg, args: argparse.Namespace) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("agent: interrupted", file=sys.stderr)
+        return EXIT_FAIL
+    except BrokenPipeError:  # `agent ... | head`: the reader left; no traceback at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAIL
