@@ -18,7 +18,8 @@ leaf also derives from the builtin it behaves like, so generic handlers
     ├── DeliveryFailure
     │   ├── DeliveryError           agent.delivery.client: a whole request failed (``kind``)
     │   └── AnswerError (ValueError) agent.delivery.wire: an answer unusable as a whole
-    ├── CrossChexError              agent.crosschex.wire: a CrossChex call failed (``kind``)
+    ├── CrossChexFailure
+    │   └── CrossChexError          agent.crosschex.wire: a CrossChex call failed (``kind``)
     ├── MappingError (ValueError)   the CrossChex mapping CSV is unusable (exit 2)
     └── ControlError
         ├── NoDaemon (ConnectionError)  nobody listens on the control socket

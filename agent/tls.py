@@ -2,8 +2,9 @@
 
 Verification is never switched off. The trusted CAs are certifi's bundle,
 as httpx uses by default (it ships with httpx, so every Pi has the same
-store whatever its image's age); a CA bundle in config (a file or a
-``c_rehash`` directory) replaces it, nothing else changes.
+store whatever its image's age), or those of ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+when set, as httpx honours them; a CA bundle in config (a file or a
+``c_rehash`` directory) replaces them all, nothing else changes.
 Written once so that the delivery path, reconciliation and ``agent doctor``
 cannot disagree about which server certificates they accept.
 """
@@ -20,6 +21,10 @@ def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
         return ssl.create_default_context(capath=ca_bundle)
     if ca_bundle:
         return ssl.create_default_context(cafile=ca_bundle)
+    # As httpx does without a context of ours: a site may point these at its own CAs (systemd unit).
+    if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None,
+                                          capath=os.environ.get("SSL_CERT_DIR") or None)
     import certifi  # httpx's own dependency; only HTTPS clients pay for it
 
     return ssl.create_default_context(cafile=certifi.where())

@@ -35,7 +35,7 @@ after a step, before ``observe()`` noticed it, is stamped unsynced.
 
 Anchors (:class:`~agent.clock.anchors.AnchorStore`, one JSON file, atomic writes)
 ---------------------------------------------------------------------------------
-:meth:`Clock.observe` (about once a second, daemon only) records an anchor
+:meth:`Clock.observe` (every supervisor tick, 2 s; the daemon, and `agent status` without one) records an anchor
 ``(mono_ns, offset_ns)`` for the current boot when the clock becomes
 synchronised, after a step detected while synchronised, and every
 ``anchor_every_s`` (10 min) while synchronised, so the last synchronised wall

@@ -43,6 +43,7 @@ from agent.reading.base import Reader
 from agent.reading.serial import SerialReader
 from agent.reading.tagformat import FORMATS, all_formats, kind_for_protocol
 from agent.runtime.control import ask
+from agent.runtime.requests import StatusRequest
 from agent.runtime.wiring import make_reader
 
 __all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "DEBOUNCE_S", "read_loop"]
@@ -186,7 +187,7 @@ def _daemon_running(cfg: Config) -> bool:
     if not os.path.isdir(cfg.state_dir):
         return False
     try:
-        ask(cfg.state_dir, {"cmd": "status"}, timeout=2.0)
+        ask(cfg.state_dir, StatusRequest().to_wire(), timeout=2.0)
     except DaemonError:
         return True  # it answered
     except (NoDaemon, OSError, ValueError):

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from agent import redact
 from agent.config import Config
+from agent.crosschex.wire import iso_utc
 from agent.errors import EXIT_CONFIG, EXIT_OK, CommandError, CrossChexFailure
 from agent.runtime.reconciliation import reconcile_window
 
@@ -73,10 +74,6 @@ def parse_time(text: str, tz: ZoneInfo, *, now: datetime | None = None, end_of_d
     if back != dt:
         raise ValueError(f"{value} does not exist in {tz.key} (the clocks skip it)")
     return local.astimezone(UTC)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------ the command
@@ -143,7 +140,7 @@ def _window(cfg: Config, args: argparse.Namespace, now: datetime) -> tuple[datet
     except ValueError as exc:
         raise CommandError(f"--from: {exc}", EXIT_CONFIG) from None
     if begin >= end:
-        raise CommandError(f"--from ({_iso(begin)}) must be before --to ({_iso(end)})", EXIT_CONFIG)
+        raise CommandError(f"--from ({iso_utc(begin)}) must be before --to ({iso_utc(end)})", EXIT_CONFIG)
     return begin, end
 
 

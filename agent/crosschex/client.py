@@ -11,7 +11,7 @@ What this module guarantees:
 * The api_secret and the token are registered with :mod:`agent.redact`, never
   logged, and never part of an error message (errors are raised ``from None``
   so no library exception carrying request data is chained).
-* TLS: the one context of :mod:`agent.tls` (the system's CAs, or the given
+* TLS: the one context of :mod:`agent.tls` (certifi's CAs, or the given
   CA bundle); verification cannot be switched off.
 * Timeouts are always set; consecutive calls are at least ``min_interval_s``
   apart (the cloud rate-limits to roughly one call per 30 s); FREQUENT_REQUEST
@@ -63,7 +63,7 @@ TOKEN_REFRESH_MARGIN = timedelta(minutes=10)
 class CrossChexClient:
     """Synchronous CrossChex Cloud client (one call at a time; not thread-safe).
 
-    ``verify`` is True (the system's CAs) or a CA bundle file or directory.
+    ``verify`` is True (certifi's CAs, see :mod:`agent.tls`) or a CA bundle file or directory.
     ``sleep``/``monotonic``/``now`` are injectable so tests run instantly.
     ``rate_limit_retries`` bounds the FREQUENT_REQUEST retries of one call."""
 

@@ -205,6 +205,7 @@ class Reader:
                 self._alive()
                 if fd is not None and not self._wait(fd, _TICK):
                     continue  # stop, or time to refresh last_alive
+                self._alive()  # the read and emit (a journal fsync) count from here, not from before the wait
                 n, tags = self.read_ready(dev)
                 for tag in tags:
                     self._emit(emit, tag)

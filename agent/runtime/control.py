@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from agent.errors import AgentError, DaemonError, NoDaemon
+from agent.errors import AgentError, CommandError, DaemonError, NoDaemon
 
 log = logging.getLogger("agent.control")
 
@@ -112,7 +112,18 @@ class ControlServer:
                 conn.settimeout(None)
                 answer = handler(request, lambda event: _send_line(conn, {"event": event}))
                 _send_line(conn, {"ok": True, "result": answer})
-            except (OSError, ValueError, AgentError) as exc:
+            except CommandError as exc:  # the operation's one-line answer (e.g. not configured)
+                try:
+                    _send_line(conn, {"ok": False, "error": str(exc)})
+                except OSError:
+                    pass
+            except AgentError as exc:  # e.g. a journal write that failed: the daemon's log must show it
+                log.error("control request failed: %s", exc)
+                try:
+                    _send_line(conn, {"ok": False, "error": str(exc)})
+                except OSError:
+                    pass
+            except (OSError, ValueError) as exc:
                 log.debug("control connection ended: %s", exc)
                 try:
                     _send_line(conn, {"ok": False, "error": str(exc)})

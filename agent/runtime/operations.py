@@ -67,17 +67,20 @@ class Parts:
     change that makes records sendable. (A plain class: dataclasses would cost
     `agent status` the import of inspect.)"""
 
-    def __init__(self, cfg: Config, journal: Journal, clock: Clock, *, daemon: DaemonView | None = None,
-                 wake: Callable[[], None] | None = None, delivery: Any = None) -> None:
-        self.cfg, self.journal, self.clock = cfg, journal, clock
+    def __init__(self, cfg: Config, journal: Journal, clock: Clock | None = None, *,
+                 daemon: DaemonView | None = None, wake: Callable[[], None] | None = None,
+                 delivery: Any = None) -> None:
+        self.cfg, self.journal, self._clock = cfg, journal, clock
         self.daemon, self.wake, self.delivery = daemon, wake, delivery
         self._own_delivery = False
 
-    @classmethod
-    def local(cls, cfg: Config, journal: Journal) -> Parts:
-        clock = make_clock(cfg)
-        clock.observe()
-        return cls(cfg, journal, clock)
+    @property
+    def clock(self) -> Clock:
+        """The daemon's clock, or (no daemon) one built on first use: `rejected`
+        and `insert` need none, and only the daemon and `status` observe it."""
+        if self._clock is None:
+            self._clock = make_clock(self.cfg)
+        return self._clock
 
     def deliverer(self) -> Any:
         if self.delivery is None:
@@ -111,14 +114,16 @@ def status(parts: Parts, req: StatusRequest, progress: Progress | None = None) -
     else:
         out.update({"daemon": False, "readers": []})
     if parts.cfg.iflow is None:
-        out.update({"last_delivery": None, "last_error": "delivery not configured ([iflow] missing)",
-                    "backoff_seconds": 0.0, "held": {}})
+        out.update({"last_delivery": None, "backoff_seconds": 0.0, "held": {},
+                    "last_error": "delivery not configured ([iflow] missing)" if d is not None else None})
     elif parts.delivery is not None:
         out.update(parts.delivery.state())
     else:
         backlog = count_backlog(parts.journal, parts.clock, parts.cfg.time.unsynced)
         out.update({"last_delivery": None, "last_error": None, "backoff_seconds": 0.0,
                     "held": dict(backlog.held), "held_detail": backlog.detail})
+    if d is None:
+        parts.clock.observe()  # as the daemon's supervisor would have: a sync since is seen
     out["clock_synced"] = bool(parts.clock.synced)
     return out
 
@@ -192,7 +197,12 @@ def insert_external(journal: Journal, records: list[dict]) -> dict[str, Any]:
 
 def scans(parts: Parts, req: ScansRequest, progress: Progress | None = None) -> list[dict]:
     """Local scans in a time window (for `agent reconcile`)."""
-    return scans_in_window(parts.journal, parts.clock, datetime.fromisoformat(req.begin),
+    try:
+        clock = parts.clock
+    except (OSError, ValueError) as exc:  # no daemon, and its clock state unreadable
+        log.warning("cannot read the clock state (%s); comparing scans by their recorded time", exc)
+        clock = None
+    return scans_in_window(parts.journal, clock, datetime.fromisoformat(req.begin),
                            datetime.fromisoformat(req.end))
 
 
@@ -209,7 +219,7 @@ def run_here(cfg: Config, req: Request, progress: Progress | None = None) -> Any
     """``req`` in this process, which holds the journal's lock (no daemon runs)."""
     journal = open_journal(cfg)
     try:
-        parts = Parts.local(cfg, journal)
+        parts = Parts(cfg, journal)
         try:
             return perform(parts, req, progress)
         finally:
@@ -250,7 +260,8 @@ def scan_time(rec: Record, clock: Any | None) -> datetime | None:
     return parse_stamp(rec.captured_at)
 
 
-def _aware(dt: Any, name: str) -> datetime:
+def aware_utc(dt: Any, name: str) -> datetime:
+    """``dt`` in UTC; ValueError (naming ``name``) for anything but an aware datetime."""
     if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
         raise ValueError(f"{name} must be an aware datetime")
     return dt.astimezone(UTC)
@@ -263,7 +274,7 @@ def scans_in_window(journal: Journal, clock: Any | None, begin: datetime, end: d
     Any state counts: a delivered or rejected scan was still made. Records
     without a readable time or tag are left out. Raises ValueError for naive
     bounds."""
-    begin, end = _aware(begin, "begin"), _aware(end, "end")
+    begin, end = aware_utc(begin, "begin"), aware_utc(end, "end")
     out: list[tuple[datetime, int, dict]] = []
     for i, rec in enumerate(journal.records()):
         tag = rec.tag

@@ -40,7 +40,7 @@ from agent.crosschex.matching import LocalScan, load_mapping, reconcile
 from agent.crosschex.wire import iso_utc
 from agent.errors import EXIT_CONFIG, CommandError, MappingError
 from agent.runtime.access import call
-from agent.runtime.operations import parse_stamp
+from agent.runtime.operations import aware_utc, parse_stamp
 from agent.runtime.requests import InsertRequest, Request, ScansRequest
 from agent.runtime.wiring import make_crosschex_client
 
@@ -71,12 +71,6 @@ Insert = Callable[[list[dict]], dict]
 
 def _iso_us(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _aware(dt: Any, name: str) -> datetime:
-    if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
-        raise ValueError(f"{name} must be an aware datetime")
-    return dt.astimezone(UTC)
 
 
 # ------------------------------------------------------------ local scans
@@ -196,7 +190,7 @@ def reconcile_window(cfg: Config, begin: datetime, end: datetime, *, push: bool,
     ``ask(request) -> answer`` runs a :class:`ScansRequest` (a list of
     ``{"id", "tag", "when", "source"}``) or an :class:`InsertRequest`
     (``{"added", "ids", "skipped"}``) where the journal is; by default
-    :func:`agent.runtime.operations.call` (the daemon, or the journal directly
+    :func:`agent.runtime.access.call` (the daemon, or the journal directly
     when none runs). ``client`` is reused if given (and then not closed).
     Returns a JSON-ready dict: integer counts ``crosschex_records``,
     ``local_scans``, ``matched``, ``only_crosschex``, ``only_local``,
@@ -208,7 +202,7 @@ def reconcile_window(cfg: Config, begin: datetime, end: datetime, *, push: bool,
     with its exit code), ValueError (naive or inverted window)."""
     if cfg.crosschex is None:
         raise CommandError(f"{cfg.path}: [crosschex] is not configured", EXIT_CONFIG)
-    begin, end = _aware(begin, "begin"), _aware(end, "end")
+    begin, end = aware_utc(begin, "begin"), aware_utc(end, "end")
     if begin > end:
         raise ValueError("the window's start is after its end")
     mapping = mapping_for(cfg)

@@ -13,6 +13,7 @@ from datetime import datetime
 from agent.commands.doctor.base import FAIL, PASS, START_HINT, WARN, Ctx, Result, result
 from agent.errors import DaemonError, NoDaemon
 from agent.runtime.control import ask
+from agent.runtime.requests import StatusRequest
 
 BACKLOG_WARN_S = 3600.0
 BACKLOG_FAIL_S = 86400.0
@@ -27,7 +28,7 @@ def ask_daemon(ctx: Ctx) -> None:
     if not os.path.isdir(sd):
         return
     try:
-        answer = ask(sd, {"cmd": "status"}, timeout=DAEMON_ASK_TIMEOUT_S)
+        answer = ask(sd, StatusRequest().to_wire(), timeout=DAEMON_ASK_TIMEOUT_S)
     except NoDaemon:
         return
     except PermissionError:
