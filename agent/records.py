@@ -7,6 +7,7 @@ kept as they are, in :attr:`Record.extra`)::
 
     id           unique id (hex uuid4)
     state        one of :class:`State`
+    dismissed_at UTC time a person dismissed a rejected/failed record (retention may then delete it)
     attempts     delivery attempts so far
     error        the last whole-request delivery error, or null
     message      iFlow's message for this record (duplicate/rejected), or null
@@ -55,6 +56,10 @@ class State(StrEnum):
     DELIVERED = "delivered"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+    # Failed alone, again and again, as a whole request (HTTP status and the
+    # server's excerpt in ``message``): iFlow gave no verdict of its own, so a
+    # person retries or dismisses it; never sent again by itself.
+    FAILED = "failed"
 
     @classmethod
     def _missing_(cls, value: object) -> State | None:
@@ -80,14 +85,14 @@ class State(StrEnum):
 
     @property
     def final(self) -> bool:
-        """Delivered, duplicate or rejected: the record is history."""
+        """Delivered, duplicate, rejected or failed: no longer sent by itself."""
         return self in _FINAL
 
 
 _NO_STATE = State("")  # the unknown state of a record without a (string) state
 _BY_VALUE: dict[str, State] = {s.value: s for s in State}
 _BY_VALUE[""] = _NO_STATE
-_FINAL = frozenset({State.DELIVERED, State.DUPLICATE, State.REJECTED})
+_FINAL = frozenset({State.DELIVERED, State.DUPLICATE, State.REJECTED, State.FAILED})
 
 
 class Location(NamedTuple):
