@@ -363,7 +363,8 @@ def test_record_get_reads_like_the_json_object():
     assert rec.get("retried", 0) == 2 and rec.get("released") is None
     assert rec.to_doc() == doc and rec == Record.from_doc(dict(doc)) and rec != Record.from_doc(dict(doc, tag="1"))
     assert State.of("rejected") is State.REJECTED and State.REJECTED.final and not State.PENDING.final
-    assert [s.value for s in State] == ["pending", "delivered", "duplicate", "rejected"]
+    assert [s.value for s in State] == ["pending", "delivered", "duplicate", "rejected", "failed"]
+    assert State.FAILED.final
 
 
 def test_by_segment_yields_the_records_one_segment_at_a_time(tmp_path):

@@ -43,11 +43,24 @@ def state_key(doc: dict) -> str:
     return state if isinstance(state, str) else ""
 
 
+# Records iFlow refused, or that failed alone: a person must act on them.
+SET_ASIDE = (State.REJECTED, State.FAILED)
+_SET_ASIDE = frozenset(s.value for s in SET_ASIDE)
+
+
+def is_dismissed(doc: dict | Record) -> bool:
+    """Whether a person dismissed this record (``dismissed_at`` a non-empty
+    string): from then on it is history, as a delivered one is."""
+    value = doc.get("dismissed_at")
+    return isinstance(value, str) and bool(value.strip())
+
+
 class SegmentInfo:
     """What the journal keeps in memory of one segment. (A plain class: the
     journal module must not import dataclasses, see :mod:`agent.records`.)"""
 
-    __slots__ = ("number", "path", "count", "states", "oldest_pending", "last_activity", "lock")
+    __slots__ = ("number", "path", "count", "states", "oldest_pending", "last_activity", "waiting",
+                 "dismissed", "lock")
 
     def __init__(self, number: int, path: str) -> None:
         self.number = number
@@ -56,12 +69,16 @@ class SegmentInfo:
         self.states: Counter[str] = Counter()  # records by on-disk state
         self.oldest_pending: str | None = None  # smallest captured_at among pending records
         self.last_activity = ""  # newest captured_at or done_at
+        # done_at (else captured_at) of each rejected or failed record not
+        # dismissed: what keeps the segment from retention, and doctor's ages.
+        self.waiting: list[str] = []
+        self.dismissed = 0  # rejected or failed records a person dismissed
         self.lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"SegmentInfo(number={self.number!r}, path={self.path!r}, count={self.count!r}, "
                 f"states={self.states!r}, oldest_pending={self.oldest_pending!r}, "
-                f"last_activity={self.last_activity!r})")
+                f"last_activity={self.last_activity!r}, waiting={self.waiting!r}, dismissed={self.dismissed!r})")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SegmentInfo):
@@ -71,7 +88,8 @@ class SegmentInfo:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def _key(self) -> tuple:
-        return (self.number, self.path, self.count, self.states, self.oldest_pending, self.last_activity)
+        return (self.number, self.path, self.count, self.states, self.oldest_pending, self.last_activity,
+                self.waiting, self.dismissed)
 
     def absorb(self, docs: Iterable[dict]) -> None:
         """Recompute the summary from the segment's records."""
@@ -79,6 +97,8 @@ class SegmentInfo:
         self.states = Counter()
         self.oldest_pending = None
         self.last_activity = ""
+        self.waiting = []
+        self.dismissed = 0
         for doc in docs:
             self.add(doc)
 
@@ -89,15 +109,58 @@ class SegmentInfo:
         captured = str(doc.get("captured_at", ""))
         if state == State.PENDING and (self.oldest_pending is None or captured < self.oldest_pending):
             self.oldest_pending = captured
-        self.last_activity = max(self.last_activity, captured, str(doc.get("done_at") or ""))
+        done = str(doc.get("done_at") or "")
+        self.last_activity = max(self.last_activity, captured, done)
+        if state in _SET_ASIDE:
+            if is_dismissed(doc):
+                self.dismissed += 1
+            else:
+                self.waiting.append(done or captured)
 
     def unknown_states(self) -> Counter[str]:
         """Its records in a state this version does not know, by state."""
         return Counter({s: n for s, n in self.states.items() if not State.of(s).known})
 
     def removable(self) -> bool:
-        """Every record final: the segment is history (retention may delete it)."""
-        return all(State.of(s).final for s in self.states)
+        """Every record final and none waiting for a person (rejected or failed,
+        not dismissed): the segment is history (retention may delete it)."""
+        return not self.waiting and all(State.of(s).final for s in self.states)
+
+
+def summarise(infos: Iterable[SegmentInfo], cutoff: str) -> dict:
+    """The journal's counts from its segment summaries (`agent status`).
+
+    ``rejected`` and ``failed`` count records in that state, dismissed or
+    not; ``dismissed`` those a person dismissed; ``unresolved`` the rest (a
+    person must act), ``unresolved_old`` how many of these are older than
+    ``cutoff`` (done_at, else captured_at) and ``oldest_unresolved`` the
+    oldest's time."""
+    states: Counter = Counter()
+    oldest = None
+    waiting: list[str] = []
+    dismissed = 0
+    segments = 0
+    for info in infos:
+        segments += 1
+        states.update(info.states)
+        if info.oldest_pending and (oldest is None or info.oldest_pending < oldest):
+            oldest = info.oldest_pending
+        waiting += info.waiting
+        dismissed += info.dismissed
+    return {
+        "pending": states[State.PENDING],
+        "delivered": states[State.DELIVERED] + states[State.DUPLICATE],
+        "duplicate": states[State.DUPLICATE],
+        "rejected": states[State.REJECTED],
+        "failed": states[State.FAILED],
+        "dismissed": dismissed,
+        "unresolved": len(waiting),
+        "unresolved_old": sum(1 for w in waiting if w < cutoff),
+        "oldest_unresolved": min(waiting, default=None),
+        "total": sum(states.values()),
+        "oldest_pending": oldest,
+        "segments": segments,
+    }
 
 
 class Segment:

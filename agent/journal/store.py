@@ -13,8 +13,11 @@ no attempts yet) when it stores a scan. It hands records out as
 changes them by the fields named (:meth:`Journal.update`), never by rewriting
 a record whole: fields this version does not know survive every change.
 
-Delivered, duplicate and rejected records stay as history; a segment whose
-records are all final and untouched for ``retention_days`` is deleted.
+Delivered and duplicate records stay as history; a segment whose records are
+all history and untouched for ``retention_days`` is deleted. A rejected or
+failed record is history only once a person dismissed it (``dismissed_at``):
+until then, whatever its age, it keeps its segment (nothing a person must
+still act on is deleted).
 
 Pins (``<state_dir>/journal/pins.json``, :mod:`agent.journal.pins`): the date
 and time a pending record is about to be sent with, written durably before it
@@ -45,7 +48,13 @@ from typing import Any, Container, Iterable, Iterator
 from agent.errors import JournalError
 from agent.fsio import FS, REAL_FS, TMP_SUFFIX
 from agent.journal.pins import PINS_FILE, Pins
-from agent.journal.segments import Segment, SegmentInfo, segment_number, segment_path
+from agent.journal.segments import (
+    Segment,
+    SegmentInfo,
+    segment_number,
+    segment_path,
+    summarise,
+)
 from agent.journal.storage import CorruptFile
 from agent.records import Location, Record, State
 
@@ -284,16 +293,21 @@ class Journal:
         """How many pending records have a pin."""
         return len(self._pins.by_id)
 
-    def compact(self, now: float | None = None) -> int:
-        """Delete segments whose records are all final and older than retention."""
+    def _cutoff(self, now: float | None) -> str:
+        """The UTC ISO time ``retention_days`` before ``now`` (default: the clock)."""
         cutoff_ts = (now if now is not None else time.time()) - self.retention_days * 86400
-        cutoff = datetime.fromtimestamp(cutoff_ts, timezone.utc).isoformat(timespec="microseconds")
+        return datetime.fromtimestamp(cutoff_ts, timezone.utc).isoformat(timespec="microseconds")
+
+    def compact(self, now: float | None = None) -> int:
+        """Delete segments of history (every record delivered, duplicate, or
+        rejected/failed and dismissed) untouched for longer than retention."""
+        cutoff = self._cutoff(now)
         removed = 0
         with self._meta:
             active = self._active_number()
             for number, info in list(self._segments.items()):
                 if number == active or not info.removable():
-                    continue  # a pending record, or one in a state this version does not know
+                    continue  # pending, waiting for a person, or in a state this version does not know
                 if info.last_activity and info.last_activity < cutoff:
                     seg = self._open.pop(number, None)
                     if seg:
@@ -364,24 +378,13 @@ class Journal:
         return self._segment_docs(active)[-n:]
 
     def summary(self) -> dict[str, Any]:
-        """Counts for `agent status`, from the in-memory segment summaries."""
+        """Counts for `agent status`, from the in-memory segment summaries
+        (the fields: :func:`agent.journal.segments.summarise`)."""
+        cutoff = self._cutoff(None)
         with self._meta:
-            states: Counter = Counter()
-            oldest = None
-            for info in self._segments.values():
-                states.update(info.states)
-                if info.oldest_pending and (oldest is None or info.oldest_pending < oldest):
-                    oldest = info.oldest_pending
-            return {
-                "pending": states[State.PENDING],
-                "delivered": states[State.DELIVERED] + states[State.DUPLICATE],
-                "duplicate": states[State.DUPLICATE],
-                "rejected": states[State.REJECTED],
-                "total": sum(states.values()),
-                "oldest_pending": oldest,
-                "segments": len(self._segments),
-                "quarantined": list(self.quarantined),
-            }
+            out = summarise(self._segments.values(), cutoff)
+            out["quarantined"] = list(self.quarantined)
+            return out
 
     def close(self) -> None:
         with self._meta:

@@ -27,7 +27,8 @@ from agent.config import Config
 from agent.delivery.backlog import count_backlog
 from agent.delivery.wire import reason_of
 from agent.errors import CommandError
-from agent.journal.store import Journal
+from agent.journal.segments import SET_ASIDE, is_dismissed
+from agent.journal.store import Journal, utc_now_iso
 from agent.records import Record, State
 from agent.runtime.requests import (
     FlushRequest,
@@ -139,29 +140,75 @@ def flush(parts: Parts, req: FlushRequest, progress: Progress | None = None) -> 
 
 
 def rejected(parts: Parts, req: RejectedRequest, progress: Progress | None = None) -> dict[str, Any]:
-    """`agent rejected`: list rejected records by reason, or return some to pending."""
-    journal = parts.journal
+    """`agent rejected`: the records set aside (rejected by iFlow, failed alone)
+    by reason; or return some to pending, or dismiss some (they become history)."""
+    if req.dismiss or req.dismiss_all:
+        return _dismiss(parts.journal, req)
     if req.all or req.retry:
-        wanted = set(req.retry)
-        changes = []
-        for rec in journal.records((State.REJECTED,)):
-            if req.all or rec.id in wanted or rec.id[:12] in wanted:
-                changes.append((rec, {"state": State.PENDING, "message": None, "done_at": None,
-                                      "error": None, "retried": int(rec.get("retried", 0)) + 1}))
-        journal.update(changes)
-        parts.changed(len(changes))
-        found = {rec.id for rec, _ in changes}
-        unknown = [i for i in req.retry if i not in found and not any(f.startswith(i) for f in found)]
-        return {"returned": len(changes), "unknown": unknown}
-    rows = []
-    reasons: Counter = Counter()
-    for rec in journal.records((State.REJECTED,)):
-        reason = reason_of(rec.message, "" if rec.tag is None else str(rec.tag))
-        reasons[reason] += 1
-        rows.append({"id": rec.id, "tag": rec.tag, "captured_at": rec.captured_at,
-                     "sent_date": rec.sent_date, "sent_time": rec.sent_time,
-                     "reader": rec.reader, "reason": reason, "message": rec.message})
-    return {"rejected": rows, "by_reason": dict(reasons)}
+        return _retry(parts, req)
+    return _set_aside(parts.journal, req.dismissed)
+
+
+def _chosen(journal: Journal, ids: tuple[str, ...], every: bool,
+            with_dismissed: bool) -> tuple[list[Record], list[str]]:
+    """The set-aside records named by ``ids`` (an id or its first 12
+    characters; dismissed or not), or every one listed if ``every``; and the
+    ids that match none."""
+    wanted = set(ids)
+    chosen = [rec for rec in journal.records(SET_ASIDE)
+              if rec.id in wanted or rec.id[:12] in wanted
+              or (every and (with_dismissed or not is_dismissed(rec)))]
+    found = {rec.id for rec in chosen}
+    return chosen, [i for i in ids if i not in found and not any(f.startswith(i) for f in found)]
+
+
+# Cleared on retry beside the delivery fields, when the record has them: the
+# deliverer's counts toward setting a record aside start again.
+_RETRY_RESETS = (("dismissed_at", None), ("alone_failures", 0), ("unanswered", None))
+
+
+def _retry(parts: Parts, req: RejectedRequest) -> dict[str, Any]:
+    chosen, unknown = _chosen(parts.journal, req.retry, req.all, req.dismissed)
+    changes = []
+    for rec in chosen:
+        fields: dict[str, Any] = {"state": State.PENDING, "message": None, "done_at": None, "error": None,
+                                  "retried": int(rec.get("retried", 0)) + 1}
+        fields.update((k, v) for k, v in _RETRY_RESETS if k in rec.extra)
+        changes.append((rec, fields))
+    parts.journal.update(changes)
+    parts.changed(len(changes))
+    return {"returned": len(changes), "unknown": unknown}
+
+
+def _dismiss(journal: Journal, req: RejectedRequest) -> dict[str, Any]:
+    chosen, unknown = _chosen(journal, req.dismiss, req.dismiss_all, False)
+    now = utc_now_iso()
+    changes = [(rec, {"dismissed_at": now}) for rec in chosen if not is_dismissed(rec)]
+    journal.update(changes)  # durable before the answer
+    return {"dismissed": len(changes), "already": len(chosen) - len(changes), "unknown": unknown}
+
+
+def _set_aside(journal: Journal, with_dismissed: bool) -> dict[str, Any]:
+    rows: dict[State, list[dict]] = {State.REJECTED: [], State.FAILED: []}
+    reasons: dict[State, Counter] = {State.REJECTED: Counter(), State.FAILED: Counter()}
+    dismissed = 0
+    for rec in journal.records(SET_ASIDE):
+        if is_dismissed(rec):
+            dismissed += 1
+            if not with_dismissed:
+                continue
+        if rec.state is State.REJECTED:
+            reason = reason_of(rec.message, "" if rec.tag is None else str(rec.tag))
+        else:  # the deliverer's words: the HTTP status and the server's excerpt
+            reason = str(rec.message or rec.error or "failed alone (no reason recorded)")
+        reasons[rec.state][reason] += 1
+        rows[rec.state].append({"id": rec.id, "tag": rec.tag, "captured_at": rec.captured_at,
+                                "sent_date": rec.sent_date, "sent_time": rec.sent_time, "reader": rec.reader,
+                                "reason": reason, "message": rec.message, "state": rec.state.value,
+                                "dismissed_at": rec.get("dismissed_at")})
+    return {"rejected": rows[State.REJECTED], "by_reason": dict(reasons[State.REJECTED]),
+            "failed": rows[State.FAILED], "failed_by_reason": dict(reasons[State.FAILED]),
+            "dismissed": dismissed}
 
 
 def insert(parts: Parts, req: InsertRequest, progress: Progress | None = None) -> dict[str, Any]:

@@ -28,12 +28,23 @@ class FlushRequest(NamedTuple):
 
 
 class RejectedRequest(NamedTuple):
+    """List the records set aside (rejected, failed), ``retry`` some (``all``:
+    every one listed) or ``dismiss`` some (``dismiss_all``: every one listed);
+    ``dismissed``: dismissed records are listed (and taken by ``all``) too.
+
+    Dismissing all is its own field, never ``all``: a daemon older than the
+    command ignores the fields it does not know and would otherwise retry."""
+
     retry: tuple[str, ...] = ()
     all: bool = False
+    dismiss: tuple[str, ...] = ()
+    dismiss_all: bool = False
+    dismissed: bool = False
     cmd = "rejected"
 
     def to_wire(self) -> dict[str, Any]:
-        return {"cmd": self.cmd, "retry": list(self.retry), "all": self.all}
+        return {"cmd": self.cmd, "retry": list(self.retry), "all": self.all, "dismiss": list(self.dismiss),
+                "dismiss_all": self.dismiss_all, "dismissed": self.dismissed}
 
 
 class InsertRequest(NamedTuple):
@@ -69,10 +80,15 @@ def from_wire(request: dict) -> Request:
     if cmd == "flush":
         return FlushRequest(bool(request.get("dry_run")), bool(request.get("release_unsynced")))
     if cmd == "rejected":
-        retry = request.get("retry") or []
-        if not isinstance(retry, list):
-            raise ValueError("retry must be a list of ids")
-        return RejectedRequest(tuple(str(i) for i in retry), bool(request.get("all")))
+        # Every field but cmd may be absent: an older command sends only retry and all.
+        ids = {}
+        for name in ("retry", "dismiss"):
+            value = request.get(name) or []
+            if not isinstance(value, list):
+                raise ValueError(f"{name} must be a list of ids")
+            ids[name] = tuple(str(i) for i in value)
+        return RejectedRequest(ids["retry"], bool(request.get("all")), ids["dismiss"],
+                               bool(request.get("dismiss_all")), bool(request.get("dismissed")))
     if cmd == "insert":
         records = request.get("records", [])
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

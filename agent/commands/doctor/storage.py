@@ -141,7 +141,8 @@ def _read_locally(ctx: Ctx) -> tuple[dict, str] | Result:
             journal = open_journal(cfg)
             try:
                 snap = journal.summary()
-                snap["held"] = dict(count_backlog(journal, make_clock(cfg), cfg.time.unsynced).held)
+                backlog = count_backlog(journal, make_clock(cfg), cfg.time.unsynced)
+                snap["held"], snap["held_detail"] = dict(backlog.held), backlog.detail
             finally:
                 journal.close()
         finally:
@@ -171,8 +172,9 @@ def check_journal(ctx: Ctx) -> list[Result]:
         snap, source = found
         ctx.snapshot = snap
     quarantined = sorted(set(snap.get("quarantined") or []) | set(_corrupt_files(sd)))
+    failed = f", {snap['failed']} failed" if snap.get("failed") else ""
     counts = (f"{snap.get('pending', 0)} pending, {snap.get('delivered', 0)} delivered, "
-              f"{snap.get('rejected', 0)} rejected")
+              f"{snap.get('rejected', 0)} rejected{failed}")
     pins = [q for q in quarantined if os.path.basename(q).startswith(PINS_FILE + ".corrupt-")]
     segments = [q for q in quarantined if q not in pins]
     if segments:
@@ -184,4 +186,13 @@ def check_journal(ctx: Ctx) -> list[Result]:
                        f"{', '.join(pins)}; scans resent after an interruption may reach iFlow twice if the "
                        f"clock was corrected ({counts})",
                        "check the disk (agent doctor, dmesg); delete the file once the backlog is delivered")]
+    old = snap.get("unresolved_old") or 0
+    if old:
+        # Kept past retention only because nobody has acted on them: say so.
+        days = ctx.cfg.journal.retention_days
+        since = str(snap.get("oldest_unresolved") or "")[:10]
+        return [result("journal", WARN, f"{old} rejected or failed record(s) older than retention_days "
+                       f"({days:g} d) still wait for a person, the oldest since {since} ({counts})",
+                       "agent rejected lists them; then agent rejected --retry ID... (or --all) once the "
+                       "cause is fixed in iFlow, or --dismiss ID... (or --all) to let retention delete them")]
     return [result("journal", PASS, f"{counts} ({source})")]
