@@ -720,12 +720,19 @@ def bench_startup(ctx: Context) -> Section:
     return run(ctx)
 
 
+def bench_wan(ctx: Context) -> Section:
+    from bench.wan import bench_wan as run  # it imports this module's helpers
+
+    return run(ctx)
+
+
 REGISTRY: dict[str, Benchmark] = {
     b.name: b for b in (
         Benchmark("insert", "Insert latency", bench_insert),
         Benchmark("memory", "Idle daemon memory", bench_memory),
         Benchmark("flush", "Flush to the local iFlow stand-in", bench_flush),
         Benchmark("startup", "Start-up and idle wake-ups", bench_startup),
+        Benchmark("wan", "Flush over a 50 ms link", bench_wan),
     )
 }
 
