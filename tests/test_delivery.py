@@ -482,7 +482,8 @@ def test_held_scans_visible_in_status_and_released_by_flush(tmp_path):
         text = run_cli(cfg, "status").stdout
         assert "held" in text and "--release-unsynced" in text and "2026-11-20 08:00:00" in text
         r = run_cli(cfg, "flush")
-        assert r.returncode == 0 and standin.stored_count == 0  # held: not sendable, not sent
+        # held: not sendable, not sent; and flush fails saying so (issue 13: it exited 0)
+        assert r.returncode == 1 and standin.stored_count == 0
         assert "held (clock not trusted)" in r.stdout
         r = run_cli(cfg, "flush", "--release-unsynced")
         assert r.returncode == 0 and standin.stored_count == 3, r.stdout + r.stderr

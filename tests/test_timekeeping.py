@@ -397,7 +397,14 @@ def test_sanity_before_build_time_and_far_future(tmp_path: Path) -> None:
     def rec(when: str, synced: bool = True, boot: str = "old") -> dict:
         return {"captured_at": when, "boot_id": boot, "mono_ns": 10 * S, "synced": synced}
 
-    assert c.effective(rec("2025-12-31T23:59:59.000000+00:00")).status == "held_insane"
+    # before the build date: held only when the clock was not trusted at capture (issue 13)
+    e = c.effective(rec("2025-12-31T23:59:59.000000+00:00", synced=False), policy="send")
+    assert (e.status, e.when) == ("held_insane", None)
+    assert c.effective(rec("2026-01-01T00:00:00.000000+00:00", synced=False), policy="send").status \
+        == "unsynced_sent"
+    # a synchronised clock before the build date (an upgrade after an outage spanning the build): sent
+    e = c.effective(rec("2025-12-31T23:59:59.000000+00:00"))
+    assert (e.status, e.when) == ("ok", e.original)
     assert c.effective(rec("2026-01-01T00:00:00.000000+00:00")).status == "ok"
     assert c.effective(rec("2026-06-02T08:59:00.000000+00:00")).status == "ok"  # 23h59 ahead
     e = c.effective(rec("2026-06-02T09:00:01.000000+00:00"))  # > 1 day ahead
@@ -593,5 +600,52 @@ def test_build_floor_judges_our_clock_not_other_systems_punches(tmp_path):
     clock = Clock(src, AnchorStore(str(tmp_path / "c.json")),
                   build_time=datetime(2026, 11, 1, tzinfo=timezone.utc))
     old = {"captured_at": "2024-03-01T08:00:00+00:00", "synced": True, "boot_id": "x", "mono_ns": 5}
-    assert clock.effective(dict(old, source="reader")).status == "held_insane"
+    # the floor judges an untrusted stamp of our own clock only (issue 13: a synced one is sent)
+    assert clock.effective(dict(old, source="reader", synced=False), policy="send").status == "held_insane"
+    assert clock.effective(dict(old, source="reader")).status == "ok"
     assert clock.effective(dict(old, source="crosschex", boot_id="external", mono_ns=0)).status == "ok"
+
+
+# ---------------------------------------------------------------- issue 13: held, always releasable
+
+
+def test_anchored_time_before_the_build_date_is_sent(tmp_path: Path) -> None:
+    # a scan stamped unsynced in a boot that later synchronised (an anchor corrects it),
+    # with a true time before this version's build: real, so sent corrected
+    m = Machine(tmp_path, datetime(2026, 5, 1, 8, 0, tzinfo=UTC), err_s=-3600)
+    c = m.clock(build_time=datetime(2026, 5, 1, 12, 0, tzinfo=UTC))
+    c.observe()
+    rec, true = scan(m, c)
+    m.advance(60)
+    m.err, m.kernel = 0, True
+    c.observe()
+    e = c.effective(rec)
+    assert (e.status, e.when) == ("corrected", true)
+
+
+def test_wait_is_overdue_after_the_grace_period(tmp_path: Path) -> None:
+    m = Machine(tmp_path, datetime(2026, 5, 10, 8, 0, tzinfo=UTC))
+    c = m.clock(unsynced_grace_s=900)
+    c.observe()
+    rec, _ = scan(m, c)
+    assert (c.effective(rec).status, c.effective(rec).overdue) == ("wait", False)
+    m.advance(901)
+    assert (c.effective(rec).status, c.effective(rec).overdue) == ("wait", True)
+
+
+def test_release_sends_every_held_clock_status_as_captured(tmp_path: Path) -> None:
+    m = Machine(tmp_path, datetime(2026, 6, 1, 9, 0, tzinfo=UTC), synced=True)
+    c = m.clock(build_time=datetime(2026, 1, 1, tzinfo=UTC))
+    c.observe()
+    epoch = {"captured_at": "1970-01-01T00:00:05.000000+00:00", "boot_id": "old", "mono_ns": 5 * S,
+             "synced": False}
+    future = {"captured_at": "2027-06-01T09:00:00.000000+00:00", "boot_id": "old", "mono_ns": 5 * S,
+              "synced": True}
+    unsynced_past = dict(epoch, captured_at="2026-05-01T09:00:00.000000+00:00")
+    # ("wait" released: test_send_policy_sends_current_boot_unsynced_after_grace)
+    for rec, held in ((epoch, "held_insane"), (future, "held_insane"), (unsynced_past, "held_unsynced")):
+        policy = "send" if rec is epoch else "hold"  # held, an epoch stamp waits for a release first
+        assert (c.effective(rec, policy=policy).status, c.effective(rec, policy=policy).when) == (held, None)
+        e = c.effective({**rec, "released": True})
+        assert e.when == datetime.fromisoformat(rec["captured_at"]), rec
+        assert e.status == ("insane_sent" if held == "held_insane" else "unsynced_sent")

@@ -84,11 +84,24 @@ Effective time (:meth:`Clock.effective`, :mod:`agent.clock.policy`), in order
      (the record's boot started after that moment), or the sanity floor if
      no earlier boot synced. ``bound`` is also given for ``unsynced_sent``.
 
-4. Sanity, on whatever would be sent: earlier than ``build_time`` (default
-   2020-01-01 UTC: catches a clock at 1970) or more than
-   ``future_tolerance_s`` after now gives ``"held_insane"``. "Now" is this
-   boot's ``mono + offset`` if it has an anchor, else the newest of the wall
-   clock and the last synchronised wall time in the store.
+4. Sanity, on whatever would be sent: more than ``future_tolerance_s`` after
+   now gives ``"held_insane"`` for every record; earlier than ``build_time``
+   (default 2020-01-01 UTC: catches a clock at 1970) gives it only to a stamp
+   taken while the clock was not trusted (stamped unsynced and no anchor of
+   its boot corrects it, i.e. rule 3's ``unsynced_sent``) from this device's
+   readers. A synchronised or anchored time before the build date is real
+   (an upgrade after an outage that spans the build) and is sent; so is a
+   punch from another system (``source`` other than ``"reader"``).
+   "Now" is this boot's ``mono + offset`` if it has an anchor, else the
+   newest of the wall clock and the last synchronised wall time in the store.
+   A released record (``agent flush --release-unsynced``, after a person
+   checked it) is sent anyway, with its stamp as captured: status
+   ``"insane_sent"`` (flagged, never silent).
+
+A ``"wait"`` decision carries ``overdue`` once the record is older than
+``unsynced_grace_s`` (NTP had its chance: it is probably blocked), which is
+what :mod:`agent.clock.reasons` tells the technician. Every held status is
+put in words there, with what to do.
 
 Local time for iFlow (:func:`~agent.clock.policy.to_local`)
 ------------------------------------------------------------
@@ -104,6 +117,7 @@ exist (03:00 EET -> 04:00 EEST). Records are ordered by their UTC instant.
 Modules
 -------
 * :mod:`agent.clock.policy`: the pure decision rules above (standard library only);
+* :mod:`agent.clock.reasons`: each held status in words, with what to do (pure);
 * :mod:`agent.clock.sources`: the machine's clocks, boot id and ``adjtimex``;
 * :mod:`agent.clock.anchors`: the anchor file;
 * :mod:`agent.clock.clock`: :class:`~agent.clock.clock.Clock`, tying them together.

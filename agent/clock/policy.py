@@ -42,7 +42,7 @@ _MICROSECOND = timedelta(microseconds=1)
 DEFAULT_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)
 CONFIRM_TOLERANCE_NS = 50_000_000
 POLICIES = ("hold", "send")
-STATUSES = ("ok", "corrected", "wait", "held_unsynced", "unsynced_sent", "held_insane")
+STATUSES = ("ok", "corrected", "wait", "held_unsynced", "unsynced_sent", "held_insane", "insane_sent")
 
 
 # --------------------------------------------------------------------------
@@ -84,6 +84,7 @@ class Effective(NamedTuple):
     status: str  # one of STATUSES
     original: datetime  # the stamp as captured (UTC)
     bound: tuple[datetime, datetime] | None = None  # where the true time lies
+    overdue: bool = False  # "wait" only: NTP has had its grace period and this boot is still unsynced
 
     @property
     def sendable(self) -> bool:
@@ -196,14 +197,19 @@ def decide(
         if r.released or (now.policy == "send" and (not current or aged)):
             cand, status = r.original_ns, "unsynced_sent"
         elif current:
-            return Effective(None, "wait", r.original, None)
+            return Effective(None, "wait", r.original, None, aged)
         else:
             return Effective(None, "held_unsynced", r.original, bounds)
-    # The build-time floor judges this device's clock; a punch from another
-    # system (source "crosschex") carries that system's trusted time.
-    external = record.get("source") not in (None, "reader")
-    if (cand < now.floor_ns and not external) or cand > now.latest_ns:
-        return Effective(None, "held_insane", r.original, bounds)
+    # The build-time floor judges a stamp of this device's clock taken while it
+    # was not trusted (a clock at 1970): a synchronised or anchored time before
+    # the build is real (an upgrade after an outage spanning the build), and a
+    # punch from another system (source "crosschex") carries that system's time.
+    untrusted = off is None and not r.synced and record.get("source") in (None, "reader")
+    if (untrusted and cand < now.floor_ns) or cand > now.latest_ns:
+        if not r.released:
+            return Effective(None, "held_insane", r.original, bounds)
+        # A person checked it and released it: sent as captured, flagged.
+        return Effective(r.original, "insane_sent", r.original, bounds)
     when = r.original if cand == r.original_ns else ns_to_datetime(cand)
     return Effective(when, status, r.original, bounds)
 

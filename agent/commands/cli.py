@@ -24,7 +24,7 @@ COMMANDS = (
     ("run", "run the daemon in the foreground (for systemd)"),
     ("status", "what is pending, delivered, rejected; is the daemon running"),
     ("flush", "deliver everything pending now, with a summary"),
-    ("rejected", "list records iFlow rejected, grouped by reason; retry them"),
+    ("rejected", "list records iFlow rejected or that failed alone, by reason; retry or dismiss them"),
     ("probe", "read cards from the configured reader and show every number format"),
     ("doctor", "check config, token, storage, reader, GPIO, clock, iFlow, daemon"),
     ("reconcile", "compare CrossChex Cloud records with the journal; --push fills gaps"),

@@ -2,7 +2,9 @@
 
 Asks the daemon when it runs (progress streams over the control socket);
 otherwise takes the journal and sends itself. Either way the same operation
-does the work (:func:`agent.runtime.operations.flush`).
+does the work (:func:`agent.runtime.operations.flush`). Exits 0 only when
+nothing sendable or held is left pending and nothing failed; otherwise 1, and
+the summary's first line says why (:func:`agent.commands.progress.problems`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from agent.runtime.requests import FlushRequest
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent, send nothing")
     parser.add_argument("--release-unsynced", action="store_true",
-                        help="also send scans held because the clock was never synchronised in their boot")
+                        help="also send every held scan with its stamp as captured: those whose boot never "
+                             "synchronised its clock, those of this boot still waiting for NTP, and those "
+                             "stamped at an implausible time (check these first: agent flush --dry-run "
+                             "--release-unsynced)")
     parser.add_argument("--json", action="store_true", help="plain JSON progress lines and summary")
 
 
@@ -37,6 +42,5 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     finally:
         view.close()
     view.summary(result, by_daemon)
-    if not result.get("reachable", True) or result.get("error") or result.get("still_pending"):
-        return EXIT_FAIL
-    return EXIT_OK
+    # 1 whenever anything is left (held, pending, failed): the summary's first lines say why.
+    return EXIT_FAIL if progress.problems(result) else EXIT_OK

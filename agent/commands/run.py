@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from agent import __version__
+from agent.clock.reasons import needs_person
 from agent.config import Config
 from agent.errors import EXIT_CONFIG, CommandError, FeedbackUnavailable
 from agent.journal.lock import StateLock
@@ -177,7 +178,8 @@ class Daemon:
                     last_compact = time.monotonic()
                     removed = self.journal.compact()
                     if removed:
-                        log.info("retention: removed %d fully delivered segments", removed)
+                        log.info("retention: removed %d old segment(s) of history (delivered, duplicate "
+                                 "or dismissed records)", removed)
         finally:
             self.stop_event.set()  # also when start-up failed half way
             notifier.stopping()
@@ -221,7 +223,8 @@ class Daemon:
         if self.deliverer is not None:
             fb.condition("auth", self.deliverer.auth_refused)
             offline = self.deliverer.in_backoff() > 0 and self.journal.summary()["pending"] > 0
-            fb.condition("offline", offline)
+            # Scans held past NTP's grace wait for a person as surely as an outage does.
+            fb.condition("offline", offline or needs_person(self.deliverer.held, self.deliverer.held_detail))
 
 
 def add_arguments(parser) -> None:

@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 
 from agent import __version__
+from agent.clock.reasons import explain
 from agent.config import Config
 from agent.runtime.access import call
 from agent.runtime.requests import StatusRequest
@@ -52,9 +53,17 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
               "daemon": False, "note": f"{cfg.state_dir} does not exist yet"}
     else:
         st, _ = call(cfg, StatusRequest())
+    # Worded here, not by the daemon: a daemon of an older version answers too.
+    st.setdefault("held_reasons", explain(st.get("held"), st.get("held_detail")))
     if args.json:
         print(json.dumps(st, sort_keys=True))
         return 0
+    print("\n".join(render(st, cfg)))
+    return 0
+
+
+def render(st: dict, cfg: Config) -> list[str]:
+    """The lines of `agent status` for the answer ``st``."""
     held = sum((st.get("held") or {}).values())
     lines = []
     if st.get("daemon"):
@@ -66,20 +75,20 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                  f"{_age(st.get('oldest_pending'))}")
     lines.append(f"  delivered    {st['delivered']:>7}   ({st.get('duplicate', 0)} already in iFlow)")
     lines.append(f"  rejected     {st['rejected']:>7}" + ("   see: agent rejected" if st["rejected"] else ""))
+    failed = int(st.get("failed") or 0)
+    if failed:
+        lines.append(f"  failed       {failed:>7}   iFlow could not take them: see: agent rejected")
     if held:
-        hd = st.get("held_detail") or {}
-        lines.append(f"  held         {held:>7}   clock not trusted at capture: {st.get('held')}")
-        if hd.get("oldest"):
-            lines.append(f"               stamped {local_time(hd['oldest'], cfg)} .. {local_time(hd.get('newest'), cfg)}"
-                         " by a clock that never synchronised")
-        if hd.get("bound_from"):
-            lines.append(f"               true time between {local_time(hd['bound_from'], cfg)} and "
-                         f"{local_time(hd.get('bound_to'), cfg)}")
-        lines.append("               check them, then: agent flush --release-unsynced")
+        lines.append(f"  held         {held:>7}   not sent yet, and why:")
+        lines += _held_lines(st, cfg)
     if st.get("last_delivery") is not None or st.get("daemon"):
         lines.append(f"  last delivery  {local_time(st.get('last_delivery'), cfg)}{_age(st.get('last_delivery'))}")
     if st.get("last_error"):
         lines.append(f"  last error     {st['last_error']}")
+        if st.get("last_error_status") is not None or st.get("last_error_excerpt"):
+            code = f"HTTP {st['last_error_status']}" if st.get("last_error_status") is not None else "it"
+            excerpt = f": {st['last_error_excerpt']}" if st.get("last_error_excerpt") else ""
+            lines.append(f"                 iFlow answered {code}{excerpt}")
     if st.get("backoff_seconds"):
         lines.append(f"  next retry in  {math.ceil(st['backoff_seconds'])} s")
     if st.get("auth_refused"):
@@ -88,10 +97,27 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         state = "connected" if r["connected"] else f"NOT CONNECTED ({r.get('error') or 'waiting'})"
         lines.append(f"  reader {r['name']}: {state}")
     if st.get("clock_synced") is False:
-        lines.append("  clock: NOT synchronised (scans are stamped now and corrected when it syncs)")
+        lines.append("  clock: NOT synchronised (scans are stamped now and corrected when it syncs; "
+                     "check: timedatectl timesync-status)")
     for q in st.get("quarantined") or []:
         lines.append(f"  UNREADABLE journal file moved aside: {q}")
     if st.get("note"):
         lines.append(f"  {st['note']}")
-    print("\n".join(lines))
-    return 0
+    return lines
+
+
+def _held_lines(st: dict, cfg: Config) -> list[str]:
+    """Each held reason in words, with what to do; then when the held ones
+    (a "wait" aside) were taken, and where their true time lies if known."""
+    out = []
+    hd = st.get("held_detail") or {}
+    for r in st.get("held_reasons") or explain(st.get("held"), hd):
+        out.append(f"    {r['count']:>7} {r['reason']}")
+        out.append(f"            what to do: {r['action']}")
+    if hd.get("oldest"):
+        out.append(f"            stamped {local_time(hd['oldest'], cfg)} .. {local_time(hd.get('newest'), cfg)}"
+                   " by the clock as it was then")
+    if hd.get("bound_from"):
+        out.append(f"            true time between {local_time(hd['bound_from'], cfg)} and "
+                   f"{local_time(hd.get('bound_to'), cfg)}")
+    return out

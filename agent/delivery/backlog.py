@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.delivery")
 
-SENDABLE = frozenset({"ok", "corrected", "unsynced_sent"})
+SENDABLE = frozenset({"ok", "corrected", "unsynced_sent", "insane_sent"})
 
 Candidate = tuple[Record, Item, Any]  # (journal record, what is sent, clock decision)
 
@@ -38,26 +38,33 @@ Candidate = tuple[Record, Item, Any]  # (journal record, what is sent, clock dec
 class Backlog(NamedTuple):
     sendable: int  # pending records that would be sent now
     held: Counter  # the others, by clock status ("held_unsynced", "wait", ...)
-    detail: dict[str, Any]  # oldest/newest stamp and true-time bound of the held ones ("wait" aside)
+    # oldest/newest stamp and true-time bound of the held ones ("wait" aside),
+    # and "wait_overdue": how many "wait" beyond NTP's grace period
+    detail: dict[str, Any]
 
 
-class _Invalid:
-    status = "invalid"
-    when = None
-    bound = None
+class Invalid(NamedTuple):
+    """The decision for a record that cannot be placed in time or has no card
+    number: held as "invalid", never sent; ``message`` says what is wrong."""
+
+    message: str
+    status: str = "invalid"
+    when: None = None
+    bound: None = None
+    overdue: bool = False
 
 
 def effective(decide: Callable[[Record], Any], rec: Record) -> Any:
     """The time to send ``rec`` (``decide`` is a :meth:`agent.clock.clock.Clock.decider`);
-    a record too malformed to place in time, or without a card number, is held
-    as "invalid", never sent."""
+    a record too malformed to place in time, or without a card number, is
+    :class:`Invalid`, never sent."""
     try:
         if rec.tag is None:
-            raise ValueError("no tag")
+            raise ValueError("no card number (tag)")
         return decide(rec)
     except ValueError as exc:
         log.error("record %s cannot be placed in time (%s); held", rec.id, exc)
-        return _Invalid
+        return Invalid(f"cannot be placed in time: {exc}")
 
 
 def pinned(rec: Record) -> tuple[str, str] | None:
@@ -71,7 +78,9 @@ def pinned(rec: Record) -> tuple[str, str] | None:
 def release(rec: Record) -> None:
     """Mark ``rec`` as ``agent flush --release-unsynced`` sends it: a flag the
     clock's decision reads (:func:`agent.clock.policy.parse_stamp`), in memory
-    only (the journal writes only the fields a change names)."""
+    only (the journal writes only the fields a change names). It releases every
+    held clock status: "wait", "held_unsynced" and "held_insane" (sent with its
+    stamp as captured); an "invalid" record has no time to send."""
     rec.extra["released"] = True
 
 
@@ -98,7 +107,11 @@ def count_backlog(journal: Journal, clock: Clock, policy: str, release_unsynced:
             continue
         held[eff.status] += 1
         if eff.status == "wait":
+            if eff.overdue:
+                detail["wait_overdue"] = detail.get("wait_overdue", 0) + 1
             continue  # this boot, not yet synchronised: corrected when it is
+        if eff.status == "invalid":
+            continue  # its stamp is what cannot be read
         captured = "" if rec.captured_at is None else str(rec.captured_at)
         detail["oldest"] = min(detail.get("oldest", captured), captured)
         detail["newest"] = max(detail.get("newest", captured), captured)
@@ -118,13 +131,15 @@ def order(c: Candidate) -> float:
 
 def select(journal: Journal, clock: Clock, policy: str, tz: ZoneInfo, release_unsynced: bool = False, *,
            limit: int = 10**9, count_all: bool = False, skip: Container[str] = frozenset(),
-           whole_segments: bool = False) -> tuple[list[Candidate], Counter]:
+           whole_segments: bool = False,
+           invalid: list[tuple[Record, Invalid]] | None = None) -> tuple[list[Candidate], Counter]:
     """The oldest sendable pending records not in ``skip`` (up to ``limit``,
     or with ``whole_segments`` to the end of the segment where the limit was
     reached), sorted by the time they are sent with, each with the local date
     and time it is sent with (its pin, else its clock decision in ``tz``), and
     the held counts (complete only with ``count_all``; otherwise the scan
-    stops at the limit)."""
+    stops at the limit). Records that can never be sent are added to
+    ``invalid`` (when given) with their decision."""
     out: list[Candidate] = []
     held: Counter = Counter()
     last_seg = None
@@ -140,6 +155,8 @@ def select(journal: Journal, clock: Clock, policy: str, tz: ZoneInfo, release_un
             pin = pinned(rec)
             if not sendable(eff, pin):
                 held[eff.status] += 1
+                if invalid is not None and isinstance(eff, Invalid):
+                    invalid.append((rec, eff))
                 continue
             if len(out) < limit or (whole_segments and seg == last_seg):
                 date, tm = pin or to_local(eff.when, tz)

@@ -95,8 +95,13 @@ class Deliverer:
         """Sendable pending records now, and the held ones by status (a full pass);
         kept for :meth:`state`."""
         backlog = count_backlog(self.journal, self.clock, self.policy, release_unsynced)
-        self.held = backlog.held
-        self.held_detail = backlog.detail
+        if not release_unsynced:
+            self.held, self.held_detail = backlog.held, backlog.detail
+        elif self.journal.summary()["pending"]:
+            # What stays held for the uploader, which releases nothing.
+            self.count()
+        else:
+            self.held, self.held_detail = Counter(), {}
         return backlog.sendable, backlog.held
 
     # ------------------------------------------------------------- back-off

@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.delivery.backlog import Candidate, order, pinned, select
+from agent.delivery.backlog import Candidate, Invalid, order, pinned, select
 from agent.delivery.client import DeliveryError
 from agent.delivery.isolation import PROBE_CONFIRMS, alone_fields, failure_text, suspect, unanswered_fields
 from agent.delivery.wire import Item, Outcome, reason_of
@@ -116,8 +116,11 @@ class Pass:
         if len(self.queue) < want:
             self.commit(keep={c[0].loc.segment for c in self.queue} | set(self.inflight.values()))
             skip = self.sent | self.isolated | self.inflight.keys() | {c[1].key for c in self.queue}
+            invalid: list[tuple[Record, Invalid]] = []
             more, _ = select(self.journal, d.clock, d.policy, d.tz, self.release_unsynced,
-                             limit=max(want, self.journal.segment_size), skip=skip, whole_segments=True)
+                             limit=max(want, self.journal.segment_size), skip=skip, whole_segments=True,
+                             invalid=invalid)
+            self.set_aside(invalid)
             pins = [(rec, item) for rec, item, _ in more if pinned(rec) != (item.date, item.time)]
             if pins:
                 try:
@@ -147,6 +150,17 @@ class Pass:
             rec = cands[0][0]
             self.write([(rec, Outcome(rec.id, State.REJECTED, "record too long for iflow.max_url_bytes"),
                          cands[0])])
+
+    def set_aside(self, invalid: list[tuple[Record, Invalid]]) -> None:
+        """Records that can never be sent (no time to place them at, no card
+        number) go to ``failed`` with what is wrong: listed by `agent
+        rejected`, never blocking a flush's exit status forever."""
+        now = utc_now_iso()
+        for rec, eff in invalid:
+            self.unwritten.append((rec, {"state": State.FAILED, "message": eff.message, "done_at": now}))
+            self.sent.add(rec.id)
+            self.summary.failed += 1
+            self.summary.failed_reasons[eff.message] += 1
 
     def take(self, batch: list[Candidate]) -> dict[str, int]:
         """Remove ``batch`` from the queue; its keys and their segments."""
@@ -316,8 +330,8 @@ class Pass:
                               sent_date=item.date, sent_time=item.time)
                 if eff.status == "corrected":
                     fields["corrected_at"] = eff.when.isoformat(timespec="microseconds")
-                if eff.status == "unsynced_sent":
-                    fields["unsynced_sent"] = True
+                if eff.status in ("unsynced_sent", "insane_sent"):
+                    fields[eff.status] = True  # sent with its stamp as captured: HR may check it
             self.unwritten.append((rec, fields))
             self.sent.add(rec.id)
             if outcome.state == State.DELIVERED:

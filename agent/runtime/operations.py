@@ -136,7 +136,9 @@ def flush(parts: Parts, req: FlushRequest, progress: Progress | None = None) -> 
         items, held = deliverer.plan(req.release_unsynced)
         return {"would_send": [i._asdict() for i in items], "held": dict(held)}
     stop = parts.daemon.stop if parts.daemon is not None else None
-    return deliverer.drain(progress=progress, stop=stop, release_unsynced=req.release_unsynced).as_dict()
+    out = deliverer.drain(progress=progress, stop=stop, release_unsynced=req.release_unsynced).as_dict()
+    out.setdefault("held_detail", dict(deliverer.held_detail))  # counted by the drain: says why they wait
+    return out
 
 
 def rejected(parts: Parts, req: RejectedRequest, progress: Progress | None = None) -> dict[str, Any]:
