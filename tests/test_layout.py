@@ -36,7 +36,7 @@ OPEN_LAYERS = {0, len(LAYERS) - 1}
 PURE = {
     "agent.reading.frames", "agent.reading.hidkeys", "agent.reading.tagformat", "agent.reading.debounce",
     "agent.delivery.wire", "agent.clock.policy", "agent.crosschex.matching", "agent.crosschex.wire",
-    "agent.feedback.patterns",
+    "agent.feedback.patterns", "agent.clock.reasons", "agent.delivery.isolation",
 }
 PURE_MAY_IMPORT = {"agent.errors", "agent.records", "agent.redact"}
 
