@@ -83,6 +83,7 @@ class FeedbackConfig(NamedTuple):
 class JournalConfig(NamedTuple):
     segment_size: int = 256
     retention_days: float = 30.0
+    allow_volatile: bool = False  # run with state_dir on tmpfs/zram/an overlay in RAM (demos, tests)
 
 
 class TimeConfig(NamedTuple):
@@ -176,6 +177,31 @@ def _reader(path: str, prefix: str, table: Any, index: int) -> ReaderConfig:
     return ReaderConfig(**kwargs)
 
 
+def _device_of(rc: ReaderConfig) -> str | None:
+    """The device a reader opens, resolved through symlinks (/dev/rfid0 -> /dev/ttyUSB0)
+    where it can be; a URL (loop://) or a hid reader found by name or USB id compares as given."""
+    dev = rc.port if rc.type == "serial" else rc.path
+    if dev is None or "://" in dev:
+        return dev
+    return os.path.realpath(dev)
+
+
+def _one_reader_per_device(top: Section, readers: tuple[ReaderConfig, ...]) -> None:
+    # Two readers on one device: one of them never gets it and shows "reader missing" forever.
+    seen: dict[str, ReaderConfig] = {}
+    for i, rc in enumerate(readers):
+        dev = _device_of(rc)
+        if dev is None:
+            continue
+        first = seen.setdefault(dev, rc)
+        if first is not rc:
+            key = "port" if rc.type == "serial" else "path"
+            mine, theirs = (rc.port, first.port) if key == "port" else (rc.path, first.path)
+            same = mine if mine == theirs else f"{mine} and {theirs} are both {dev}"
+            raise top.error(f"reader[{i}].{key}", f"readers {first.name!r} and {rc.name!r} use the same "
+                            f"device ({same}); give each [[reader]] its own")
+
+
 def load(path: str) -> Config:
     """Read and validate the configuration file at ``path``."""
     try:
@@ -185,8 +211,11 @@ def load(path: str) -> Config:
         raise ConfigError(f"{path}: file not found (use --config PATH or $AGENT_CONFIG)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: saved as UTF-16 text; save it as UTF-8") from None
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: Windows Notepad starts a UTF-8 file with a byte-order mark
+        doc = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
@@ -219,6 +248,7 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
     names = [r.name for r in readers]
     if len(set(names)) != len(names):
         raise top.error("reader", f"reader names must be unique, got {names}")
+    _one_reader_per_device(top, readers)
 
     iflow = None
     top.used.add("iflow")
@@ -265,6 +295,7 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
         segment_size=sec.get("segment_size", int, d2.segment_size,
                              check=lambda v: None if 16 <= v <= 10000 else "must be between 16 and 10000"),
         retention_days=sec.get("retention_days", float, d2.retention_days, check=check_positive),
+        allow_volatile=sec.get("allow_volatile", bool, d2.allow_volatile),
     )
     sec.finish()
 

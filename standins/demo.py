@@ -99,6 +99,8 @@ backoff_max = "2s"
 backend = "console"
 [time]
 trust_rtc = true   # the demo machine's clock is taken as right
+[journal]
+allow_volatile = true   # the demo's state lives under /tmp, a tmpfs on many machines; a real door never does this
 ''')
     os.chmod(cfg, 0o600)
     print(f"demo directory: {work}\nconfig: {cfg}\niFlow stand-in: {standin.url} (down for now)")

@@ -36,6 +36,48 @@ per request (before anything else):
 ``mode = "down"`` stops listening (connections are refused) and shuts every
 open connection; ``mode = "up"`` listens again on the same port.
 
+Opt-in modes (attributes, also constructor keywords; every one is off by
+default, so the defaults answer exactly as above). They act on every request
+until switched off, after a queued fault (which still comes first):
+
+=========================  ====================================================
+``latency_s = 0.05``        every request (GET and HEAD) waits that long before
+                            it is answered (a WAN round trip)
+``outage = 503``            every GET answers that status (Laravel's page, see
+                            ``error_pages``), nothing stored: iFlow down
+``poison_tags = {"X"}``     a batch holding one of these tags is refused as a
+``poison_longer_than = N``  whole (or holding a tag longer than N chars):
+``poison_status = 500``     500 (Laravel's "Server Error" page) or 422
+                            (Laravel's validation JSON ``{"message": ...,
+                            "errors": {"csv_data.I.rfidTag": [...]}}``);
+                            nothing stored, unless ``poison_stores_before``
+                            (no database transaction: the records before the
+                            poison one are stored, then the error)
+``error_pages = "json"``    how Laravel writes a 5xx: "json" (``{"message":
+                            "Server Error"}``, what ``Accept: application/json``
+                            gets), "html" (its error page), "debug"
+                            (APP_DEBUG's exception JSON with the database's
+                            own message)
+``echo = {...}``            results echo fields as PHP may: "tag_number"
+                            (an all-digit tag as a JSON number), "hour_no_zero"
+                            (``8:05:07``), "no_seconds" (``08:05``),
+                            "reversed" (results in reverse order)
+``echo_date = "%d.%m.%Y"``  results echo the date in this strftime format
+``extra_fields = {...}``    merged into every result (``{"error_code": 0}``)
+``error_msgs = {tag: t}``   a record with that tag is not stored; its result
+                            has ``errorMsg`` = t and every ``error_*`` empty
+``object_answer = {...}``   every GET answers 200 with this JSON object,
+                            nothing stored (``{"message": "Unauthenticated."}``)
+``wrap_data = True``        results are stored and answered as ``{"data":
+                            [...]}`` (a Laravel API resource)
+=========================  ====================================================
+
+A batch ``csv_data=[]`` is answered ``[]`` (200, nothing stored); ``HEAD``
+on any path is answered 200 with no body. :attr:`IflowStandin.requests`
+counts GETs, :attr:`IflowStandin.head_requests` HEADs;
+:attr:`IflowStandin.last_target` is the request target of the last GET, as
+received.
+
 Run: ``python -m standins.iflow --port 8080 --token T --known-cards 1,2,3``.
 """
 
@@ -56,6 +98,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from standins import laravel
 
 __all__ = ["IflowStandin", "ENDPOINT", "main"]
 
@@ -212,15 +256,35 @@ class _Handler(BaseHTTPRequestHandler):
         self._read_body()
         self._json(405, {"error": "method not allowed"}, extra={"Allow": "GET"})
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        st = self.server.standin
+        with st._lock:
+            st._heads += 1
+        self._read_body()
+        if st.latency_s > 0:
+            st._stopping.wait(st.latency_s)
+        head = (f"HTTP/1.1 200 OK\r\nServer: {self.server_version}\r\n"
+                "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 0\r\n\r\n")
+        try:
+            self.wfile.write(head.encode("latin-1"))
+        except OSError:
+            self.close_connection = True
+        self.log_request(200, 0)
+
     def do_GET(self) -> None:  # noqa: N802
         st = self.server.standin
-        st._count()
+        st._count(self.path)
         body = self._read_body()  # keep the connection in sync even in query mode
         if st.mode == "down":
             self._reset()
             return
+        if st.latency_s > 0:
+            st._stopping.wait(st.latency_s)
         fault = st._next_fault()
         if fault is not None and self._fault_before(fault):
+            return
+        if st.outage is not None:
+            self._laravel_error(st.outage)
             return
 
         full_url = f"http://{self.headers.get('Host', '')}{self.path}"
@@ -253,11 +317,41 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": "csv_data must be a JSON array of objects"})
             return
 
-        results = st._store(records)
+        if st.object_answer is not None:
+            self._json(200, st.object_answer)
+            return
+        poison = st._poison(records)
+        if poison is not None:
+            if st.poison_stores_before:
+                st._store(records[:poison])
+            self._poisoned(records, poison)
+            return
+        results = st._echo(st._store(records))
         if fault is not None:
             self._fault_after(fault, results)
             return
-        self._json(200, results)
+        self._json(200, {"data": results} if st.wrap_data else results)
+
+    # -- Laravel's answers -------------------------------------------------------
+
+    def _laravel_error(self, status: int, detail: str | None = None) -> None:
+        body, content_type = laravel.error_page(status, self.server.standin.error_pages, detail)
+        self._reply(status, body, content_type)
+
+    def _poisoned(self, records: list[dict], index: int) -> None:
+        st = self.server.standin
+        tag = records[index].get("rfidTag")
+        field = f"csv_data.{index}.rfidTag"
+        if st.poison_status == 422:
+            if st.poison_longer_than is not None and isinstance(tag, str) and len(tag) > st.poison_longer_than:
+                text = f"The {field} field must not be greater than {st.poison_longer_than} characters."
+            else:
+                text = f"The selected {field} is invalid."
+            self._json(422, laravel.validation_error(field, text))
+            return
+        detail = ("SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'rfid_tag' "
+                  "at row 1 (Connection: mysql, SQL: insert into `attendances` ...)")
+        self._laravel_error(st.poison_status, detail)
 
     # -- faults ------------------------------------------------------------------
 
@@ -340,6 +434,19 @@ class IflowStandin:
         hang_seconds: float = 3.0,
         verbose: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        latency_s: float = 0.0,
+        outage: int | None = None,
+        poison_tags: set[str] | None = None,
+        poison_longer_than: int | None = None,
+        poison_status: int = 500,
+        poison_stores_before: bool = False,
+        error_pages: str = "json",
+        echo: set[str] | None = None,
+        echo_date: str | None = None,
+        extra_fields: dict | None = None,
+        error_msgs: dict[str, str] | None = None,
+        object_answer: dict | None = None,
+        wrap_data: bool = False,
     ) -> None:
         if csv_data_in not in ("query", "json-body"):
             raise ValueError("csv_data_in must be 'query' or 'json-body'")
@@ -353,6 +460,21 @@ class IflowStandin:
         self.verbose = verbose
         self.ssl_context = ssl_context
         self.faults: collections.deque[str] = collections.deque()
+        self.latency_s = latency_s
+        self.outage = outage
+        self.poison_tags = set(poison_tags or ())
+        self.poison_longer_than = poison_longer_than
+        self.poison_status = poison_status
+        self.poison_stores_before = poison_stores_before
+        self.error_pages = error_pages
+        self.echo = set(echo or ())
+        self.echo_date = echo_date
+        self.extra_fields = dict(extra_fields or {})
+        self.error_msgs = dict(error_msgs or {})
+        self.object_answer = object_answer
+        self.wrap_data = wrap_data
+        self._heads = 0
+        self.last_target: str | None = None
         self._lock = threading.Lock()
         self._stored: list[dict] = []
         self._index: dict[tuple[str, str, str], int] = {}
@@ -458,9 +580,36 @@ class IflowStandin:
         with self._lock:
             return self._connections
 
-    def _count(self) -> None:
+    @property
+    def head_requests(self) -> int:
+        with self._lock:
+            return self._heads
+
+    def _count(self, target: str) -> None:
         with self._lock:
             self._requests += 1
+            self.last_target = target
+
+    def _poison(self, records: list[dict]) -> int | None:
+        """Index of the first record that makes the whole batch fail, or None."""
+        if not self.poison_tags and self.poison_longer_than is None:
+            return None
+        for i, rec in enumerate(records):
+            tag = rec.get("rfidTag")
+            if tag in self.poison_tags or (
+                self.poison_longer_than is not None and isinstance(tag, str) and len(tag) > self.poison_longer_than
+            ):
+                return i
+        return None
+
+    def _echo(self, results: list[dict]) -> list[dict]:
+        if self.extra_fields:
+            results = [dict(r, **self.extra_fields) for r in results]
+        if self.echo or self.echo_date:
+            results = [laravel.echo(r, self.echo, self.echo_date) for r in results]
+        if "reversed" in self.echo:
+            results.reverse()
+        return results
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
@@ -494,6 +643,8 @@ class IflowStandin:
                 }
                 if not (_valid_date(date) and _valid_time(time_) and isinstance(tag, str)):
                     result["error_csv"] = BAD_CSV.format(date=date, time=time_)
+                elif tag in self.error_msgs:
+                    result["errorMsg"] = self.error_msgs[tag]
                 elif not tag or (known is not None and tag not in known):
                     result["error_authenticate"] = UNKNOWN_CARD.format(tag=tag)
                 else:

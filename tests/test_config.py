@@ -131,3 +131,72 @@ def test_durations():
     cfg = from_dict({"timezone": "UTC", "crosschex": {"url": "https://api.ap.crosschexcloud.com/",
                                                      "api_key": "k", "api_secret": "s", "reconcile_every": "1h"}})
     assert cfg.crosschex.reconcile_every == 3600
+
+
+# ------------------------------------------------------------------ day-one edges
+
+
+def test_config_saved_by_windows_notepad_bom_and_crlf(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_bytes(b"\xef\xbb\xbf" + GOOD.format(state=tmp_path / "s").replace("\n", "\r\n").encode())
+    cfg = load(str(p))
+    assert cfg.reader.port == "/dev/ttyUSB0" and cfg.iflow.access_token == "tok-123456"
+    assert str(cfg.timezone) == "Europe/Bucharest"
+    r = run_agent(p, "status", "--json")
+    assert r.returncode == 0, r.stderr
+
+
+def test_config_saved_as_utf16_says_so(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_bytes(GOOD.format(state=tmp_path / "s").encode("utf-16"))  # with its BOM
+    r = run_agent(p, "status")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert str(p) in r.stderr and "UTF-16" in r.stderr and "UTF-8" in r.stderr
+
+
+def two_readers(first: dict, second: dict) -> dict:
+    return {"timezone": "UTC", "reader": [{"name": "entry", **first}, {"name": "exit", **second}]}
+
+
+def test_two_readers_on_one_port_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        from_dict(two_readers({"port": "/dev/ttyUSB0"}, {"port": "/dev/ttyUSB0", "protocol": "rdm6300"}), "c.toml")
+    text = str(info.value)
+    assert text.startswith("c.toml: reader[1].port:") and "'entry'" in text and "'exit'" in text
+    assert "/dev/ttyUSB0" in text and "\n" not in text
+    # both left at the default port
+    with pytest.raises(ConfigError, match=r"reader\[1\]\.port"):
+        from_dict(two_readers({}, {}))
+
+
+def test_two_readers_on_one_device_through_a_symlink(tmp_path):
+    dev = tmp_path / "ttyUSB0"
+    dev.write_text("")
+    link = tmp_path / "rfid0"
+    link.symlink_to(dev)
+    with pytest.raises(ConfigError) as info:
+        from_dict(two_readers({"port": str(dev)}, {"port": str(link)}))
+    assert f"{link} and {dev} are both {dev}" in str(info.value)
+    hid = tmp_path / "event3"
+    hid.write_text("")
+    (tmp_path / "by-id-kbd").symlink_to(hid)
+    with pytest.raises(ConfigError, match=r"reader\[1\]\.path"):
+        from_dict(two_readers({"type": "hid", "path": str(hid)}, {"type": "hid", "path": str(tmp_path / "by-id-kbd")}))
+
+
+def test_distinct_devices_are_fine_and_unresolvable_ones_compare_as_written(tmp_path):
+    cfg = from_dict(two_readers({"port": "/dev/ttyUSB0"}, {"port": "/dev/ttyUSB1"}))
+    assert [r.port for r in cfg.readers] == ["/dev/ttyUSB0", "/dev/ttyUSB1"]
+    from_dict(two_readers({"port": "/dev/ttyUSB0"}, {"type": "hid", "device_name": "RFID Reader"}))
+    with pytest.raises(ConfigError, match="same device"):
+        from_dict(two_readers({"port": "socket://127.0.0.1:7000"}, {"port": "socket://127.0.0.1:7000"}))
+    from_dict(two_readers({"port": "socket://127.0.0.1:7000"}, {"port": "socket://127.0.0.1:7001"}))
+
+
+def test_two_readers_on_one_port_exit_2_from_the_cli(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(f'timezone = "UTC"\nstate_dir = "{tmp_path / "s"}"\n'
+                 '[[reader]]\nname = "entry"\nport = "/dev/ttyS0"\n[[reader]]\nname = "exit"\nport = "/dev/ttyS0"\n')
+    r = run_agent(p, "run")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert str(p) in r.stderr and "'entry'" in r.stderr and "'exit'" in r.stderr

@@ -171,6 +171,8 @@ tag_format = "decimal10"
 debounce_seconds = 5
 [feedback]
 backend = "console"
+[journal]
+allow_volatile = true  # /tmp may be a tmpfs on CI
 ''')
     d = Daemon(cfg)
     try:

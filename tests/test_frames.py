@@ -193,9 +193,45 @@ def test_line_over_long_is_bounded_and_dropped_until_terminator():
 
 
 def test_line_bad_characters_dropped():
+    # Inside a tag a control or 8-bit byte is no tag; around one it is noise (below).
     d = LineDecoder()
-    assert d.feed(b"12\x0734\n\xc3\xa9123\n12-34\n12 34\nok\n") == ["ok"]
+    assert d.feed(b"12\x0734\n12\xc3\xa93\n12-34\n12 34\nok\n") == ["ok"]
     assert d.dropped["bad_char"] == 4
+
+
+@pytest.mark.parametrize("line", [
+    b"\x00\xff0004512345\r\n", b"\x1b\x00 0004512345 \xff\n", b"0004512345\x00\x00\r",
+    b"\xff\xfe\xfc\xf8\xf0\xe0\xc0\x800004512345\n",  # a glitch's 1-padded partial bytes
+    b"\x020004512345\x03\r\n", b"\t\x7f0004512345\x7f\t\n", b"\xc3\xa90004512345\n",
+])
+def test_line_noise_around_a_tag_is_stripped(line):
+    d = LineDecoder()
+    assert d.feed(line) == ["0004512345"]
+    assert not d.dropped
+
+
+def test_line_noise_only_is_one_drop_and_blank_lines_none():
+    d = LineDecoder()
+    assert d.feed(b"\x00\xff\x1b\r\n  \t \n\n\xff") == []
+    assert d.feed(b"\xff\xff\n") == []
+    assert d.dropped == {"noise": 2}
+    assert d.last_drop is not None and "noise" in d.last_drop
+
+
+def test_line_a_burst_of_leading_noise_does_not_make_the_tag_over_long():
+    d = LineDecoder(max_len=10)
+    for _ in range(50):
+        d.feed(b"\x00\xff" * 2000)
+        assert len(d._buf) <= 10 + 16
+    assert d.feed(b"0004512345\r\n") == ["0004512345"]
+    assert d.feed(b"0004512345" + b"\xff" * 40 + b"\n") == []  # trailing noise still counts toward the bound
+    assert d.dropped == {"too_long": 1}
+
+
+def test_regex_noise_around_the_line_is_stripped():
+    d = RegexDecoder(r"ID:(?P<tag>[0-9A-F]{8})")
+    assert d.feed(b"\x00\xffID:00A1B2C3\xff\r\n\x00ID:\x0000A1B2C3\n") == ["00A1B2C3"]
+    assert d.dropped == {"bad_char": 1}
 
 
 def test_line_exact_max_len_passes():

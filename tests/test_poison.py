@@ -8,21 +8,29 @@ Against the real stand-in over HTTP on 127.0.0.1, real journals, the real Clock.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from datetime import datetime, timezone
+
 import pytest
 
 from agent.delivery.isolation import FAIL_AFTER, UNANSWERED_LIMIT
+from agent.journal.store import Journal
 from agent.records import State
 from standins.iflow import IflowStandin
+from tests.support.harness import Daemon, run_cli, wait_ready, write_config
 from tests.test_delivery import TOKEN, fill, make
 
 POISON = "0004" + "9" * 36  # a tag from a noisy read: longer than iFlow's column
 
 
-def poison(standin: IflowStandin, status: int) -> None:
-    """Every request holding POISON is refused as a whole with ``status``."""
+def poison(standin: IflowStandin, status: int, stores_before: bool = False) -> None:
+    """Every request holding POISON is refused as a whole with ``status``
+    (with ``stores_before``, after storing the records before it: no transaction)."""
     standin.poison_tags = {POISON}
     standin.poison_status = status
+    standin.poison_stores_before = stores_before
 
 
 def drain_until(d, journal, done, rounds: int = 12, pause: float = 0.05):
@@ -47,20 +55,20 @@ def states(journal):
     return {r.tag: r for r in journal.records()}
 
 
-@pytest.mark.parametrize("status", [500, 422])
+@pytest.mark.parametrize("status,stores_before", [(500, False), (422, False), (500, True)])
 def test_a_poison_record_among_200_is_set_aside_and_every_other_scan_delivered_in_order(
-        tmp_path, standin, status):
+        tmp_path, standin, status, stores_before):
     fake, clock, journal, d = make(tmp_path, standin, isolate_after_s=0.2)
     tags = [f"{i:08d}" for i in range(200)]
     tags[57] = POISON
     fill(journal, clock, tags, fake=fake)
-    poison(standin, status)
+    poison(standin, status, stores_before)
 
     first = d.drain()
     others = [t for t in tags if t != POISON]
     # one pass: everything else delivered, oldest first, each once
     assert [g["rfidTag"] for g in standin.stored] == others
-    assert first.delivered == 199 and first.error is None and journal.summary()["pending"] == 1
+    assert first.delivered + first.duplicate == 199 and first.error is None and journal.summary()["pending"] == 1
     assert first.requests < 40  # a binary search, not one request per record
     rec = states(journal)[POISON]
     assert rec.state == State.PENDING and f"HTTP {status}" in rec.error
@@ -95,15 +103,16 @@ def test_a_lone_poison_record_is_set_aside_on_the_empty_batch_answer(tmp_path, s
     assert standin.stored == []
 
 
-@pytest.mark.parametrize("outage", ["down", "500"])
+@pytest.mark.parametrize("outage", ["down", "500", "object"])
 def test_an_outage_of_the_whole_run_marks_nothing(tmp_path, standin, outage):
     fake, clock, journal, d = make(tmp_path, standin)
     fill(journal, clock, [f"{i:08d}" for i in range(1000)], step=0.5, fake=fake)
     if outage == "down":
         standin.mode = "down"
-    else:
-        standin.poison_tags = None  # every request
-        standin.poison_status = 500
+    elif outage == "500":
+        standin.outage = 500  # every request, the empty batch too
+    else:  # a login page's answer on a 200, to the empty batch too: no proof iFlow works
+        standin.object_answer = {"message": "Unauthenticated."}
     summaries = drain_until(d, journal, lambda: False, rounds=8)
     assert all(s.error for s in summaries)
     summary = journal.summary()
@@ -111,8 +120,10 @@ def test_an_outage_of_the_whole_run_marks_nothing(tmp_path, standin, outage):
     assert not any(r.extra.get("alone_failures") for r in journal.records())
     # cheap while it lasts: the requests of a pass shrink to a few
     assert summaries[-1].requests <= 3
+    if outage == "object":
+        assert "Unauthenticated." in summaries[-1].error  # the server's own words
     standin.mode = "up"
-    standin.poison_status = None
+    standin.outage = standin.object_answer = None
     drain_until(d, journal, lambda: journal.summary()["pending"] == 0)
     assert journal.summary()["delivered"] == 1000 and len(standin.stored) == 1000
 
@@ -179,3 +190,32 @@ def test_pins_of_an_earlier_pass_that_may_have_reached_iflow_survive_a_refused_p
     time.sleep(d.in_backoff() + 0.01)
     assert d.drain().duplicate == 1 and len(standin.stored) == 1
 
+
+
+def test_a_200_object_is_shown_in_the_servers_words_by_status_and_flush(tmp_path, standin):
+    cfg = write_config(tmp_path / "c.toml", state_dir=tmp_path / "state",
+                       iflow={"url": standin.url, "access_token": TOKEN}, extra={"time": {"trust_rtc": True}})
+    os.makedirs(tmp_path / "state", mode=0o700)
+    j = Journal(str(tmp_path / "state" / "journal"))
+    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    for tag in ("O1", "O2"):
+        j.append({"tag": tag, "raw": tag, "reader": "door", "source": "reader", "captured_at": now,
+                  "boot_id": "b", "mono_ns": 1, "synced": True})
+    j.close()
+    standin.object_answer = {"success": False, "error": "Invalid device token"}
+    daemon = Daemon(cfg)
+    try:
+        wait_ready(cfg)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            st = json.loads(run_cli(cfg, "status", "--json").stdout)
+            if st.get("last_error"):
+                break
+            time.sleep(0.1)
+        assert "Invalid device token" in st["last_error"] and "Invalid device token" in st["last_error_excerpt"]
+        assert st["last_error_status"] == 200 and st["pending"] == 2 and st["failed"] == 0
+        assert "Invalid device token" in run_cli(cfg, "status").stdout
+        r = run_cli(cfg, "flush")
+        assert r.returncode == 1 and "Invalid device token" in r.stdout.splitlines()[0], r.stdout
+    finally:
+        daemon.terminate()

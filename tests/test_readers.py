@@ -20,12 +20,13 @@ from evdev import InputEvent, ecodes
 from agent.commands.run import READER_STALL_S
 from agent.config import ReaderConfig
 from agent.errors import ReaderBusy
+from agent.journal.store import Journal
 from agent.reading import BACKENDS, base, make_reader
 from agent.reading.frames import make_decoder
 from agent.reading.hid import HidReader
 from agent.reading.hidkeys import HidDecoder
 from agent.reading.serial import SerialReader
-from tests.support.harness import Pty
+from tests.support.harness import Daemon, Pty, wait_ready, write_config
 
 FAST = (0.05, 0.2)  # backoff for tests
 IDLE_TICK = base._TICK  # before the fixture below shortens it
@@ -141,6 +142,72 @@ def test_line_over_pty_terminators_and_overlong_bounded(pty):
         assert h.take(1) == ["42"]
         assert h.nothing_more()
         assert reader.decoder.dropped["too_long"] == 1
+
+
+# Line noise when a reader powers up (NUL, 0xFF, a glitch's partial bytes) and
+# a reader's own framing around the number: each line is still the one scan.
+NOISY_LINES = [
+    (b"\x00\xff0004512345\r\n", "0004512345"),
+    (b"\x1b\x00 0004512346 \xff\n", "0004512346"),
+    (b"\xff\xfe\xf0\xc0\x800004512347\x00\r", "0004512347"),
+    (b"\x020004512348\x03\r\n", "0004512348"),
+]
+GARBAGE = b"\x00\xff\x1b\x00\r\n\xff\xff\xff\n\x00\x07\r\n"
+
+
+def test_line_noise_around_tags_over_pty_each_recorded_once(pty):
+    reader = serial_reader(pty.port, "line")
+    with Harness(reader) as h:
+        wait_for(lambda: reader.connected, what="connected")
+        for line, _ in NOISY_LINES:
+            pty.send(line)
+            time.sleep(0.02)
+        assert h.take(len(NOISY_LINES)) == [tag for _, tag in NOISY_LINES]
+        assert h.nothing_more()
+        assert not reader.decoder.dropped
+
+
+def test_line_pure_garbage_records_nothing_and_logs_one_line(pty, caplog):
+    reader = serial_reader(pty.port, "line")
+    with caplog.at_level(logging.WARNING, logger="agent.reader"):
+        with Harness(reader) as h:
+            wait_for(lambda: reader.connected, what="connected")
+            for _ in range(5):
+                pty.send(GARBAGE)
+                time.sleep(0.02)
+            pty.send(b"0004512349\r\n")  # the next real scan still comes through
+            assert h.take(1) == ["0004512349"]
+            assert h.nothing_more()
+    drops = [r for r in caplog.records if "dropped input" in r.getMessage()]
+    assert len(drops) == 1, [r.getMessage() for r in drops]
+    assert drops[0].name == "agent.reader" and "noise=" in drops[0].getMessage()
+    assert reader.decoder.dropped["noise"] == 15
+
+
+def test_noisy_lines_through_the_daemon_are_stored_like_clean_tags(tmp_path, pty):
+    state = tmp_path / "state"
+    d = Daemon(write_config(tmp_path / "c.toml", state_dir=state, port=pty.port))
+    try:
+        wait_ready(d.config)
+        pty.send(GARBAGE)
+        for line, _ in NOISY_LINES:
+            pty.send(line)
+            time.sleep(0.02)
+        pty.send(b"0004512350\r\n")  # a clean tag: the feedback the noisy ones must equal
+        want = [tag for _, tag in NOISY_LINES] + ["0004512350"]
+        assert d.wait_for(lambda ls: sum(ln.startswith("stored ") for ln in ls) >= len(want)), d.lines
+        assert d.stored() == want
+        assert d.terminate() == 0
+    finally:
+        if d.proc.poll() is None:
+            d.kill()
+    j = Journal(str(state / "journal"))
+    try:
+        assert sorted(r.tag for r in j.records()) == sorted(want)  # each once, the garbage not at all
+    finally:
+        j.close()
+    drops = [ln for ln in d.stderr if "dropped input" in ln]
+    assert len(drops) == 1 and "noise=" in drops[0], d.stderr
 
 
 def test_hot_unplug_and_replug_without_restart(tmp_path):

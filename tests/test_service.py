@@ -59,7 +59,8 @@ def test_ready_after_journal_then_watchdog_only_while_healthy(tmp_path, monkeypa
     path, sock = notify_socket(tmp_path)
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
-    cfg = from_dict({"timezone": "UTC", "state_dir": str(tmp_path / "state")})
+    cfg = from_dict({"timezone": "UTC", "state_dir": str(tmp_path / "state"),
+                     "journal": {"allow_volatile": True}})  # /tmp may be a tmpfs on CI
     reader = HangableReader()
     d = Daemon(cfg, feedback=None, notifier=Notifier(), readers=[reader])
     d.feedback = __import__("agent.feedback", fromlist=["Feedback"]).Feedback()
@@ -94,7 +95,8 @@ def test_scan_to_feedback_latency_through_the_serial_path(tmp_path):
     fb = GpioFeedback(green=17, red=27, buzzer=22, pin_factory=factory, time_scale=0.002)
     pty = Pty()
     cfg = from_dict({"timezone": "UTC", "state_dir": str(tmp_path / "state"),
-                     "reader": {"port": pty.port, "debounce_seconds": 0}})
+                     "reader": {"port": pty.port, "debounce_seconds": 0},
+                     "journal": {"allow_volatile": True}})  # /tmp may be a tmpfs on CI
     d = Daemon(cfg, feedback=fb, notifier=Notifier(None))
     t = threading.Thread(target=d.run, daemon=True)
     t.start()

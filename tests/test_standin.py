@@ -276,3 +276,73 @@ def test_cli_serves_until_signalled(sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------- opt-in modes
+
+def head(url: str, path: str = "/") -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        conn.request("HEAD", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_empty_batch_and_head(standin):
+    assert get(standin.url, [])[0::2] == (200, b"[]")
+    assert head(standin.url) == (200, b"") and head(standin.url, ENDPOINT) == (200, b"")
+    assert (standin.requests, standin.head_requests, standin.stored_count) == (1, 2, 0)
+
+
+def test_echo_modes_write_fields_as_php_may(standin):
+    standin.echo, standin.echo_date = {"tag_number", "hour_no_zero", "no_seconds", "reversed"}, "%d.%m.%Y"
+    status, _, body = get(standin.url, [rec("1", time_="08:05:07"), rec("2", time_="17:30:00")])
+    answer = json.loads(body)
+    assert status == 200 and [(r["date"], r["time"], r["rfidTag"]) for r in answer] == [
+        ("04.03.2024", "17:30", 2), ("04.03.2024", "8:05", 1)]
+    assert {(s["date"], s["time"], s["rfidTag"]) for s in standin.stored} == {
+        ("2024-03-04", "08:05:07", "1"), ("2024-03-04", "17:30:00", "2")}
+
+
+def test_extra_fields_error_msgs_and_wrapping(standin):
+    standin.extra_fields, standin.error_msgs, standin.wrap_data = {"error_code": 0}, {"2": "Cartela blocata"}, True
+    _, _, body = get(standin.url, [rec("1"), rec("2", time_="08:00:01")])
+    answer = json.loads(body)["data"]
+    assert [r["error_code"] for r in answer] == [0, 0]
+    assert answer[1]["errorMsg"] == "Cartela blocata" and answer[1]["error_check_in_out"] == ""
+    assert standin.stored_count == 1
+
+
+@pytest.mark.parametrize("style, check", [
+    ("json", lambda b, t: json.loads(b) == {"message": "Server Error"} and t.startswith("application/json")),
+    ("html", lambda b, t: b"<title>Server Error</title>" in b and t.startswith("text/html")),
+    ("debug", lambda b, t: json.loads(b)["message"].startswith("SQLSTATE[22001]")),
+])
+def test_poison_500_styles(standin, style, check):
+    standin.poison_longer_than, standin.error_pages = 5, style
+    status, headers, body = get(standin.url, [rec("1"), rec("123456")])
+    assert status == 500 and check(body, headers["content-type"]) and standin.stored_count == 0
+    assert get(standin.url, [rec("1")])[0] == 200
+
+
+def test_poison_422_and_stores_before(standin):
+    standin.poison_tags, standin.poison_status, standin.poison_stores_before = {"2"}, 422, True
+    status, _, body = get(standin.url, [rec("1"), rec("2", time_="08:00:01")])
+    assert status == 422 and json.loads(body) == {
+        "message": "The selected csv_data.1.rfidTag is invalid.",
+        "errors": {"csv_data.1.rfidTag": ["The selected csv_data.1.rfidTag is invalid."]}}
+    assert standin.stored_count == 1
+
+
+def test_outage_object_answer_latency_and_last_target(standin):
+    standin.outage = 503
+    assert get(standin.url, [rec("1")])[0::2] == (503, b'{"message": "Service Unavailable"}')
+    standin.outage, standin.object_answer = None, {"message": "Unauthenticated."}
+    assert get(standin.url, [rec("1")])[0::2] == (200, b'{"message":"Unauthenticated."}')
+    standin.object_answer, standin.latency_s = None, 0.05
+    assert get(standin.url, [rec("1")], raw_query=None)[0] == 200
+    assert standin.last_target.startswith(ENDPOINT + "?access_token=")
+    assert (standin.requests, standin.stored_count) == (3, 1)

@@ -32,7 +32,6 @@ from agent.runtime.scheduler import daemon_scheduler
 from agent.runtime.sdnotify import Notifier, Watchdog
 from agent.runtime.wiring import (
     check_file_modes,
-    ensure_state_dir,
     make_clock,
     make_deliverer,
     make_feedback,
@@ -40,6 +39,7 @@ from agent.runtime.wiring import (
     make_recorder,
     make_uploader,
     open_journal,
+    prepare_state_dir,
 )
 
 log = logging.getLogger("agent.daemon")
@@ -107,7 +107,7 @@ class Daemon:
 
     def run(self) -> int:
         cfg = self.cfg
-        ensure_state_dir(cfg.state_dir)
+        prepare_state_dir(cfg)
         check_file_modes(cfg)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):

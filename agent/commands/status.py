@@ -17,6 +17,7 @@ from datetime import datetime
 from agent import __version__
 from agent.clock.reasons import explain
 from agent.config import Config
+from agent.fsinfo import not_a_directory
 from agent.runtime.access import call
 from agent.runtime.requests import StatusRequest
 
@@ -48,7 +49,7 @@ def _age(iso: str | None) -> str:
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    if not os.path.isdir(cfg.state_dir):
+    if not os.path.isdir(cfg.state_dir) and not_a_directory(cfg.state_dir) is None:  # else: call() says why
         st = {"pending": 0, "delivered": 0, "duplicate": 0, "rejected": 0, "oldest_pending": None,
               "daemon": False, "note": f"{cfg.state_dir} does not exist yet"}
     else:

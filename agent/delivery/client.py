@@ -16,15 +16,9 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
-from agent.delivery.wire import (
-    AnswerError,
-    Item,
-    Outcome,
-    classify,
-    excerpt,
-    parse_retry_after,
-    wire_text,
-)
+from agent.delivery import urlquery
+from agent.delivery.resolver import LookupTimeout, bounded_transport
+from agent.delivery.wire import AnswerError, Item, Outcome, answer_words, classify, excerpt, parse_retry_after, wire_text
 from agent.errors import DeliveryFailure
 from agent.redact import redact, register_secret
 from agent.tls import plain_http_context, tls_context
@@ -40,7 +34,11 @@ class DeliveryError(DeliveryFailure):
 
     ``kind``: "network" | "timeout" | "http" | "auth" | "too_long" | "bad_answer".
     The text is redacted and meant for a human; ``excerpt`` holds the start of
-    the server's answer (redacted) when there was one.
+    the server's answer (redacted; "(empty answer)" for an empty body) whenever
+    one came, and ``status`` its HTTP status. ``reached`` is False only when
+    the request certainly never reached the server (connection refused, DNS
+    failure or timeout, TLS handshake failure, connect timeout, or refused here
+    before sending): True whenever it may have been written.
     """
 
     def __init__(
@@ -51,6 +49,7 @@ class DeliveryError(DeliveryFailure):
         status: int | None = None,
         retry_after: float | None = None,
         excerpt: str | None = None,
+        reached: bool = True,
     ) -> None:
         message = redact(message)
         super().__init__(message)
@@ -58,12 +57,13 @@ class DeliveryError(DeliveryFailure):
         self.status = status
         self.retry_after = retry_after
         self.excerpt = redact(excerpt) if excerpt else None
+        self.reached = reached
 
     def __str__(self) -> str:
         return redact(str(self.args[0]) if self.args else self.kind)
 
     def __repr__(self) -> str:
-        return f"DeliveryError({self.kind!r}, {str(self)!r}, status={self.status!r})"
+        return f"DeliveryError({self.kind!r}, {str(self)!r}, status={self.status!r}, reached={self.reached!r})"
 
 
 def _detail(exc: BaseException) -> str:
@@ -104,8 +104,7 @@ class IflowClient:
         if not isinstance(access_token, str) or not access_token:
             raise ValueError("the iFlow access token is empty")
         register_secret(access_token)
-        # the exact form httpx puts in the URL, whatever its quoting rules
-        register_secret(str(httpx.QueryParams({"t": access_token}))[2:])
+        register_secret(urlquery.encode(access_token))  # the form the URL carries
         if csv_data_in not in ("query", "json-body"):
             raise ValueError(f"csv_data_in must be 'query' or 'json-body', not {csv_data_in!r}")
         if verify is not True and not (isinstance(verify, str) and verify):
@@ -118,12 +117,14 @@ class IflowClient:
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"invalid iFlow URL: {redact(str(url))!r}")
 
-        if parsed.scheme == "http" and not any(k.lower().endswith("_proxy") for k in os.environ):
+        proxied = any(k.lower().endswith("_proxy") for k in os.environ)
+        if parsed.scheme == "http" and not proxied:
             ssl_context = plain_http_context()  # TLS is never used: no redirects, no proxy
         else:
             ssl_context = tls_context(verify if isinstance(verify, str) else None)
+        if transport is None and not proxied:  # behind a proxy, the proxy resolves the name
+            transport = bounded_transport(ssl_context)
 
-        self._url = parsed
         self._host = parsed.host
         self._token = access_token
         self._version = str(version)
@@ -134,12 +135,7 @@ class IflowClient:
         # bound on the whole exchange: a server dripping bytes never hits read_timeout
         self._deadline = connect_timeout + 2 * read_timeout
         user_agent_version = "".join(c for c in self._version if "!" <= c <= "~")[:40] or "unknown"
-        # how httpx encodes each character of a JSON text (ASCII without controls)
-        self._enc_table = {
-            c: str(httpx.QueryParams({"c": chr(c)}))[2:] for c in range(32, 128)
-        }
-        self._comma = ",".translate(self._enc_table)
-        self._affix: tuple[str, str] | None = None  # the URL before and after csv_data's value
+        self._affix = self._split_url(parsed)  # the URL before and after csv_data's value
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             verify=ssl_context,
@@ -158,33 +154,32 @@ class IflowClient:
 
     # -- building ----------------------------------------------------------
 
+    def _split_url(self, parsed: httpx.URL) -> tuple[str, str]:
+        """The URL before and after csv_data's encoded value (or around the
+        place it would have, in json-body mode), as httpx writes the configured
+        part: the rest is escaped by :mod:`agent.delivery.urlquery`."""
+        base = str(parsed.copy_with(query=None, fragment=None))
+        existing = parsed.query.decode("ascii")
+        before = f"{base}?{existing}{'&' if existing and not existing.endswith('&') else ''}"
+        before += f"access_token={urlquery.encode(self._token)}"
+        after = f"&version={urlquery.encode(self._version)}"
+        return before + "&csv_data=", after
+
+    def _url_of(self, csv: str) -> str:
+        before, after = self._affix
+        if self._in_body:
+            return before.removesuffix("&csv_data=") + after
+        return before + urlquery.encode(csv) + after
+
     def _build(self, items: list[Item]) -> httpx.Request:
         return self._build_csv("[" + ",".join(map(wire_text, items)) + "]")  # ASCII: safe for any str
 
     def _build_csv(self, csv: str) -> httpx.Request:
         if self._in_body:
             return self._client.build_request(
-                "GET",
-                self._url,
-                params={"access_token": self._token, "version": self._version},
-                content=csv.encode("utf-8"),
-                headers={"Content-Type": "application/json"},
+                "GET", self._url_of(csv), content=csv.encode("utf-8"), headers={"Content-Type": "application/json"}
             )
-        return self._client.build_request(
-            "GET",
-            self._url,
-            params={"access_token": self._token, "csv_data": csv, "version": self._version},
-        )
-
-    def _split_url(self) -> tuple[str, str]:
-        """The URL httpx builds, split around csv_data's (encoded) value: the
-        query is then assembled from each record's encoding, computed once."""
-        sentinel = "CSVDATA0VALUE0MARK"
-        url = str(self._build_csv(sentinel).url)
-        if url.count(sentinel) != 1:  # pragma: no cover - a URL holding the mark
-            return "", ""
-        before, _, after = url.partition(sentinel)
-        return before, after
+        return self._client.build_request("GET", self._url_of(csv))
 
     @staticmethod
     def _url_len(request: httpx.Request) -> int:
@@ -194,41 +189,37 @@ class IflowClient:
         """How many leading ``items`` fit in one request, and that request (for
         ``send(items[:n], request)``); ``(0, None)`` when not even one fits.
 
-        httpx percent-encodes a query value character by character, so each
-        record's share of the URL is its JSON text through httpx's own table:
-        the query is assembled from those shares between the parts of the URL
-        httpx builds around csv_data, then parsed by httpx; only if that ever
-        differed from what httpx builds from the parameters would the count be
-        found by bisection instead. Touches no state shared with ``send()``:
-        one thread may prepare the next request while another sends.
+        Each record's share of the URL is its JSON text through
+        :func:`agent.delivery.urlquery.encode` (one character at a time, so
+        shares add up); only if httpx ever wrote the assembled URL otherwise
+        would the count be found by bisection instead. Touches no state shared
+        with ``send()``: one thread may prepare the next request while another
+        sends.
         """
         if not items:
             return 0, None
         if self._in_body:  # the URL does not grow with the batch
             request = self._build(items)
             return (len(items), request) if self._url_len(request) <= self._max_url else (0, None)
-        if self._affix is None:
-            self._affix = self._split_url()
         before, after = self._affix
         # an encoded scan is well over 40 bytes, so no more than this can fit
         cap = min(len(items), self._max_url // 40 + 1)
-        if before:
-            opening, closing, comma = "[".translate(self._enc_table), "]".translate(self._enc_table), self._comma
-            room = self._max_url - len(before) - len(after) - len(opening) - len(closing)
-            parts: list[str] = []
-            size = 0
-            for item in items[:cap]:
-                part = wire_text(item).translate(self._enc_table)
-                grown = size + len(part) + (len(comma) if parts else 0)
-                if grown > room:
-                    break
-                parts.append(part)
-                size = grown
-            if parts:
-                url = before + opening + comma.join(parts) + closing + after
-                request = self._client.build_request("GET", httpx.URL(url))
-                if str(request.url) == url:  # exactly what httpx itself builds
-                    return len(parts), request
+        opening, closing = urlquery.encode("["), urlquery.encode("]")
+        room = self._max_url - len(before) - len(after) - len(opening) - len(closing)
+        parts: list[str] = []
+        size = 0
+        for item in items[:cap]:
+            part = urlquery.encode(wire_text(item))
+            grown = size + len(part) + (1 if parts else 0)  # "," is literal
+            if grown > room:
+                break
+            parts.append(part)
+            size = grown
+        if parts:
+            url = before + opening + ",".join(parts) + closing + after
+            request = self._client.build_request("GET", url)
+            if str(request.url) == url:  # httpx sends it as built
+                return len(parts), request
         return self._bisect(items, cap)
 
     def _bisect(self, items: list[Item], cap: int) -> tuple[int, httpx.Request | None]:
@@ -256,14 +247,18 @@ class IflowClient:
 
     def _transport_error(self, exc: Exception) -> DeliveryError:
         host = self._host
+        if isinstance(exc.__cause__, LookupTimeout):
+            return DeliveryError("timeout", f"looking up {host} timed out after {self._connect_timeout:g} s",
+                                 reached=False)
         if isinstance(exc, httpx.ConnectTimeout):
-            return DeliveryError("timeout", f"connecting to {host} timed out after {self._connect_timeout:g} s")
+            return DeliveryError("timeout", f"connecting to {host} timed out after {self._connect_timeout:g} s",
+                                 reached=False)
         if isinstance(exc, httpx.ReadTimeout):
             return DeliveryError("timeout", f"no answer from {host} within {self._read_timeout:g} s")
         if isinstance(exc, httpx.TimeoutException):
             return DeliveryError("timeout", f"talking to {host} timed out ({type(exc).__name__})")
-        if isinstance(exc, httpx.ConnectError):
-            return DeliveryError("network", f"cannot connect to {host}: {_detail(exc)}")
+        if isinstance(exc, httpx.ConnectError):  # refused, DNS, TLS handshake: nothing written yet
+            return DeliveryError("network", f"cannot connect to {host}: {_detail(exc)}", reached=False)
         if isinstance(exc, httpx.DecodingError):
             return DeliveryError("bad_answer", f"answer from {host} could not be decoded: {_detail(exc)}")
         if isinstance(exc, httpx.HTTPError):
@@ -322,6 +317,11 @@ class IflowClient:
         self._close(response)
         return status, took
 
+    def takes_empty_batch(self) -> None:
+        """An empty batch (it stores nothing) answered as iFlow should: a 2xx
+        with an empty JSON list. Raises :class:`DeliveryError` otherwise."""
+        self.send([], self._build_csv("[]"))
+
     def send(self, items: list[Item], request: httpx.Request | None = None) -> list[Outcome]:
         """Send one batch in one GET; one Outcome per item, in order.
 
@@ -329,16 +329,13 @@ class IflowClient:
         Raises :class:`DeliveryError` when nothing in the batch can be counted
         as delivered. Never raises anything chained to an httpx exception.
         """
-        if not items:
+        if not items and request is None:
             return []
-        if request is None:
-            request = self._build(items)
+        request = request if request is not None else self._build(items)
         url_len = self._url_len(request)
         if url_len > self._max_url:
-            raise DeliveryError(
-                "too_long",
-                f"request URL would be {url_len} bytes, over the {self._max_url}-byte limit",
-            )
+            raise DeliveryError("too_long", f"request URL would be {url_len} bytes, over the "
+                                f"{self._max_url}-byte limit", reached=False)
 
         started = time.monotonic()
         response = self._open(request)
@@ -357,32 +354,32 @@ class IflowClient:
         self, items: list[Item], status: int, headers: httpx.Headers, body: bytes
     ) -> list[Outcome]:
         host = self._host
+        shown = excerpt(body) or "(empty answer)"  # a failure only: logged and shown
         if 200 <= status < 300:
             try:
                 return classify(items, body)
             except AnswerError as exc:
                 unusable = DeliveryError(
-                    "bad_answer",
-                    f"unusable answer from {host} (HTTP {status}): {exc.reason}",
-                    status=status,
-                    excerpt=exc.excerpt or None,
+                    "bad_answer", f"unusable answer from {host} (HTTP {status}): {exc.reason}",
+                    status=status, excerpt=shown,
                 )
             raise unusable  # outside the handler: nothing chained, not even as context
-        shown = excerpt(body) or None  # a failure only: logged and shown
+        words = answer_words(body)
+        said = f": {words}" if words else ""
         if status in (401, 403):
             raise DeliveryError(
                 "auth",
-                f"{host} refused the access token (HTTP {status}); check the token registered "
+                f"{host} refused the access token (HTTP {status}{said}); check the token registered "
                 "in iFlow under settings -> rfid devices",
                 status=status,
                 excerpt=shown,
             )
         if status in (414, 431):
             raise DeliveryError(
-                "too_long", f"{host} found the request too long (HTTP {status})", status=status, excerpt=shown
+                "too_long", f"{host} found the request too long (HTTP {status}{said})", status=status, excerpt=shown
             )
         retry_after = parse_retry_after(headers.get("retry-after"))
-        text = f"{host} answered HTTP {status}"
+        text = f"{host} answered HTTP {status}{said}"
         if 300 <= status < 400 and headers.get("location"):
             text += f" (redirect to {headers['location'][:200]})"
         if retry_after is not None:

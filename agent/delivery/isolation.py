@@ -18,7 +18,8 @@ is marked.
 
 A record's failing alone counts only when iFlow is shown to work right then:
 another request of the same pass succeeds after it, or, failing that, one
-request that stores nothing (an empty batch) is answered with a 2xx. Even so,
+request that stores nothing (an empty batch) is answered with a 2xx and an
+empty JSON list (a captive portal's 200 page proves nothing). Even so,
 at most :data:`PROBE_CONFIRMS` records of a pass are counted on the empty
 batch's word alone, so a server that answers ``[]`` but refuses every record
 (a broken database) sets aside no more than that many per pass; a record is

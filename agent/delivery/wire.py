@@ -4,19 +4,68 @@ Pure (no I/O, no HTTP library): :class:`Item` and :func:`wire_text` are the
 request's records; :func:`classify` turns iFlow's answer bytes into one
 :class:`Outcome` per sent record, or raises :class:`AnswerError` when the
 answer as a whole cannot be trusted (then nothing counts as delivered).
-:mod:`agent.delivery.client` sends the requests.
+:mod:`agent.delivery.client` sends the requests. One file because these rules
+are read together: what an answer is, which result is whose, what it says.
 
-See /work/shared/api/iflow-store-attendances.md for the contract.  Decisions
-taken where it is silent:
+See /work/shared/api/iflow-store-attendances.md for the contract ("returns one
+result per sent record, in the same order, echoing date/time/rfidTag; match on
+those fields; never assume a record was stored unless its own result says
+so"). Decisions taken where it is silent:
 
-* A result counts only when it echoes its record's (date, time, rfidTag) and
-  carries at least one ``error_*`` field; otherwise the record stays pending.
+**The answer as a whole.** It must be a JSON list of objects, one result per
+sent record; anything else means "nothing delivered" and the text carries the
+server's own words: a 200 that is an object reads e.g. ``not a list (JSON
+object): message: "Unauthenticated."`` (its ``message``, ``error``,
+``errors``, ``success``, ``status``... members, redacted). An object whose
+``data`` member is that list (a Laravel API resource) is read as the list,
+unless the object itself says it failed (``success: false``, a ``status`` of
+"error"/"fail", a non-empty ``error``/``errors``).
+
+**Which result is whose.** A result belongs to a record when it echoes the
+record's date, time and rfidTag, read as a PHP/Laravel server may write them:
+
+* rfidTag as a string or a JSON integer, trimmed; when both are all digits
+  they are compared by value (a number loses leading zeros: ``0012`` = ``12``);
+  ``null`` is the empty tag (Laravel turns "" into null). Floats, objects and
+  booleans never match.
+* date as ``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYY.MM.DD``, ``YYYYMMDD``, or
+  day first as ``DD.MM.YYYY``, ``DD/MM/YYYY``, ``DD-MM-YYYY`` (European order:
+  iFlow is Romanian; never month first), with or without leading zeros, and
+  optionally followed by a time (``2026-12-01 00:00:00``,
+  ``2026-12-01T08:05:00.000000Z``): only the date as written counts, no time
+  zone is applied.
+* time as ``H:MM:SS`` or ``HH:MM:SS`` (fractions and a zone suffix ignored,
+  a leading date ignored), or without seconds: ``8:05`` matches a record of
+  08:05 with any seconds.
+* The exact echo is the fast path. Otherwise results with seconds are
+  matched first, those without seconds (``8:05`` for any 08:05:SS) after
+  them; at each step result *i* belongs to record *i* when it matches it as
+  above, and the rest are matched by the normalised (date, time, rfidTag),
+  records in order, results with identical keys consumed in order (so two
+  records of a batch that collide under the looser key take the looser
+  results in order).
+* A record left without a result stays pending, with the message "iFlow's
+  answer has no result for this record (answer starts: '...')": the caller
+  shows it and backs off; it is never counted as delivered.
+
+**What a result says.**
+
+* ``error_*`` and ``errorMsg`` values are errors only when they say something:
+  a string non-empty after trimming (other than "0"), a number other than 0
+  (``error_code: 422`` is the error "422"), ``true``, or a list/object holding
+  such a value (its texts joined). ``""``, ``"0"``, ``0``, ``null``, ``false``
+  and empty lists/objects are not errors, so ``"error_code": 0`` beside empty
+  errors is delivered.
+* A non-empty ``errorMsg`` rejects the record with that text, even when every
+  ``error_*`` is empty.
+* A result must carry at least one ``error_*`` field to prove storage (the
+  contract's OK example does); one with only ``errorMsg: ""`` (what we send,
+  so also what a server echoing the request back would answer) stays pending
+  with a message saying so.
 * A duplicate (``error_check_in_out`` containing "duplicat", any case, with or
   without diacritics) means "already in iFlow": the caller may treat it as
-  delivered.  If another ``error_*`` field is non-empty too, the record is
-  rejected (kept for the technician) rather than silently counted.
-* ``rfidTag``/``date``/``time`` echoed as JSON integers match their string
-  form; anything else (null, float, object) never matches.
+  delivered. If another error is non-empty too, the record is rejected (kept
+  for the technician) rather than silently counted.
 * Every message and excerpt goes through :func:`agent.redact.redact`.
 """
 
@@ -41,12 +90,14 @@ __all__ = [
     "wire",
     "wire_text",
     "classify",
+    "answer_words",
     "parse_retry_after",
     "reason_of",
 ]
 
 _MAX_MESSAGE = 500  # chars kept of one iFlow error text
 _EXCERPT = 200  # chars of an unusable answer shown to the technician
+_WORDS = 300  # chars of the server's own words in a whole-answer failure
 
 
 class Item(NamedTuple):
@@ -61,7 +112,7 @@ class Item(NamedTuple):
 class Outcome(NamedTuple):
     key: str
     state: State  # what the journal records: delivered, duplicate, rejected, or still pending
-    message: str | None  # iFlow's error text for rejected/duplicate, else None
+    message: str | None  # iFlow's error text, or why a record is still pending; None when delivered
 
 
 def wire(item: Item) -> dict[str, str]:
@@ -94,8 +145,9 @@ def excerpt(body: bytes) -> str:
 class AnswerError(DeliveryFailure, ValueError):
     """The answer as a whole is unusable: nothing in the batch counts as delivered.
 
-    ``reason`` is short ("not JSON", "truncated JSON", ...); ``excerpt`` is the
-    start of the body, redacted, for the technician.
+    ``reason`` is short ("not JSON", "truncated JSON", ...; for an object, with
+    the server's own words); ``excerpt`` is the start of the body, redacted,
+    for the technician.
     """
 
     def __init__(self, reason: str, body: bytes = b"") -> None:
@@ -141,6 +193,49 @@ def _parse(body: bytes) -> tuple[Any, str | None]:
         return _NO_VALUE, "not JSON"
 
 
+# -- the server's own words ------------------------------------------------------
+
+_WORD_KEYS = ("message", "error", "errors", "error_description", "detail", "msg", "success", "status", "code")
+_TITLE = re.compile(rb"<title[^>]*>([^<]{1,200})</title>", re.IGNORECASE)
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except Exception:  # noqa: BLE001 - nested too deeply, a huge number
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _words_of(data: dict[Any, Any]) -> str:
+    parts = [f"{key}: {_short(data[key])}" for key in _WORD_KEYS if key in data][:3]
+    if not parts:
+        parts = ["members " + ", ".join(_short(str(k)) for k in list(data)[:6])] if data else ["an empty object"]
+    text = " ".join(redact("; ".join(parts)).split())
+    return text if len(text) <= _WORDS else text[: _WORDS - 1] + "…"
+
+
+def answer_words(body: bytes) -> str | None:
+    """What a failed answer says in the server's own words: a JSON object's
+    message/error members, or an HTML page's title; None when neither."""
+    raw = bytes(body[:65536])
+    data, reason = _parse(raw)
+    if reason is None:
+        return _words_of(data) if isinstance(data, dict) else None
+    title = _TITLE.search(raw)
+    if title is None:
+        return None
+    return redact(" ".join(title[1].decode("utf-8", "replace").split()))[:_WORDS] or None
+
+
+def _says_failure(data: dict[Any, Any]) -> bool:
+    status = data.get("status")
+    return (data.get("success") is False or (isinstance(status, str) and status.lower() in ("error", "fail", "failed"))
+            or bool(_text(data.get("error"))) or bool(_text(data.get("errors"))))
+
+
+# -- which result is whose -----------------------------------------------------
+
 def _field(value: Any) -> str | None:
     if isinstance(value, str):
         return value
@@ -156,18 +251,127 @@ def _triple(result: dict[str, Any]) -> tuple[str | None, str | None, str | None]
     return (_field(result.get("date")), _field(result.get("time")), _field(result.get("rfidTag")))
 
 
-def _text(value: Any) -> str:
+_SUFFIX = r"(?:[ T][0-9].*)?"  # a time after the date of a datetime
+_YMD = re.compile(r"([0-9]{4})([-/.])([0-9]{1,2})\2([0-9]{1,2})" + _SUFFIX, re.DOTALL)
+_DMY = re.compile(r"([0-9]{1,2})([-/.])([0-9]{1,2})\2([0-9]{4})" + _SUFFIX, re.DOTALL)
+_COMPACT = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+_HMS = re.compile(r"(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[ T])?([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]+)?)?"
+                  r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?")
+
+
+def _stripped(value: Any) -> str | None:
+    text = _field(value)
+    return None if text is None else text.strip()
+
+
+def _date_key(value: Any) -> Any:
+    """(year, month, day), or the text itself when unreadable."""
+    text = _stripped(value)
+    if text is None:
+        return None
+    m = _YMD.fullmatch(text)
+    if m:
+        return int(m[1]), int(m[3]), int(m[4])
+    m = _DMY.fullmatch(text)
+    if m:
+        return int(m[4]), int(m[3]), int(m[1])
+    m = _COMPACT.fullmatch(text)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else text
+
+
+def _time_key(value: Any) -> Any:
+    """(hour, minute, second or None), or the text itself when unreadable."""
+    text = _stripped(value)
+    m = None if text is None else _HMS.fullmatch(text)
+    if m is None:
+        return text
+    return int(m[1]), int(m[2]), None if m[3] is None else int(m[3])
+
+
+def _tag_key(value: Any) -> str | None:
+    if value is None:
+        return ""  # Laravel's ConvertEmptyStringsToNull: the empty tag
+    text = _stripped(value)
+    if text is None:
+        return None
+    if text.isascii() and text.isdigit():
+        return text.lstrip("0") or "0"
+    return text
+
+
+def _key(date: Any, time_: Any, tag: Any) -> tuple[Any, Any, Any]:
+    return _date_key(date), _time_key(time_), _tag_key(tag)
+
+
+def _loose(key: tuple[Any, Any, Any]) -> tuple[Any, Any, Any] | None:
+    """The key without seconds, when it has a readable time."""
+    date, hms, tag = key
+    return (date, hms[:2], tag) if isinstance(hms, tuple) else None
+
+
+def _assign(items: list[Item], data: list[dict[str, Any]]) -> list[int | None]:
+    """For each item, the index of its result (normalised echo), or None.
+
+    Precise keys before loose ones (a result without seconds); at each level
+    result i for record i first, then by key, identical keys in order."""
+    records = [_key(it.date, it.time, it.tag) for it in items]
+    results = [_key(r.get("date"), r.get("time"), r.get("rfidTag")) for r in data]
+    taken: list[int | None] = [None] * len(items)
+    used = [False] * len(data)
+    for loose in (False, True):
+        def key(k: tuple[Any, Any, Any], of_result: bool) -> Any:
+            if None in k:
+                return None
+            hms = k[1]
+            short = isinstance(hms, tuple) and hms[2] is None
+            if of_result and short != loose:
+                return None  # not a result of this level
+            return _loose(k) if loose else k
+
+        rkeys = [key(k, True) for k in results]
+        for i, record in enumerate(records):  # first in order
+            if taken[i] is None and i < len(results) and not used[i] and rkeys[i] is not None and rkeys[i] == key(record, False):
+                taken[i], used[i] = i, True
+        waiting: dict[Any, deque[int]] = defaultdict(deque)
+        for j, k in enumerate(rkeys):
+            if k is not None and not used[j]:
+                waiting[k].append(j)
+        for i, record in enumerate(records):  # then by key, identical keys in order
+            if taken[i] is None:
+                queue = waiting.get(key(record, False))
+                if queue:
+                    taken[i] = queue.popleft()
+                    used[taken[i]] = True
+    return taken
+
+
+# -- what a result says ----------------------------------------------------------
+
+def _text(value: Any, depth: int = 0) -> str:
     """Error field value as text; "" means no error."""
+    if isinstance(value, str):
+        text = value.strip()
+        return "" if text == "0" else text
     if value is None or value is False:
         return ""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, (list, dict)) and not value:
-        return ""
-    try:
-        return json.dumps(value, ensure_ascii=False)[:_MAX_MESSAGE]
-    except Exception:
-        return f"<{type(value).__name__}>"
+    if value is True:
+        return "true"
+    if isinstance(value, (int, float)):
+        try:
+            return "" if value == 0 else str(value)[:_MAX_MESSAGE]
+        except ValueError:  # an integer too long to print
+            return "<number>"
+    if isinstance(value, (list, dict)):
+        if depth > 3:
+            return "<nested>" if value else ""
+        pairs = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+        texts = []
+        for name, inner in pairs:
+            text = _text(inner, depth + 1)
+            if text:
+                texts.append(text if name is None else f"{name}: {text}")
+        return "; ".join(texts)[:_MAX_MESSAGE]
+    return f"<{type(value).__name__}>"
 
 
 def _folded(text: str) -> str:
@@ -183,17 +387,20 @@ def is_duplicate_text(text: str) -> bool:
 def _outcome(key: str, result: dict[str, Any]) -> Outcome:
     present = False
     errors: list[tuple[str, str]] = []
-    for name, value in result.items():
-        if not isinstance(name, str) or not name.startswith("error_"):
+    for name, value in result.items():  # JSON member names are always str
+        if name.startswith("error_"):
+            present = True
+        elif name != "errorMsg":
             continue
-        present = True
-        text = _text(value)
-        if text:
-            errors.append((name, text))
-    if not present:  # no verdict of its own: not proven stored
-        return Outcome(key, State.PENDING, None)
+        if value != "":  # the usual empty field costs no call
+            text = _text(value)
+            if text:
+                errors.append((name, text))
     if not errors:
-        return Outcome(key, State.DELIVERED, None)
+        if present:
+            return Outcome(key, State.DELIVERED, None)
+        return Outcome(key, State.PENDING, "iFlow's result for this record has no error_* field, so it does "
+                                           f"not prove the record was stored (result: {excerpt(_short(result).encode())!r})")
     message = redact("; ".join(f"{name}: {text}" for name, text in errors))
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 1] + "…"
@@ -212,9 +419,13 @@ def classify(items: list[Item], body: bytes) -> list[Outcome]:
         body = body.encode("utf-8", "replace")
     data, reason = _parse(body)
     if reason is None:
+        if isinstance(data, dict) and isinstance(data.get("data"), list) and not _says_failure(data):
+            data = data["data"]  # a Laravel API resource's envelope
         if not isinstance(data, list):
-            kind = "object" if isinstance(data, dict) else type(data).__name__
-            reason = f"not a list (JSON {kind})"
+            if isinstance(data, dict):
+                reason = f"not a list (JSON object): {_words_of(data)}"
+            else:
+                reason = f"not a list (JSON {type(data).__name__})"
         elif len(data) != len(items):
             reason = f"list of {len(data)} results for {len(items)} records"
         else:
@@ -224,23 +435,17 @@ def classify(items: list[Item], body: bytes) -> list[Outcome]:
     if reason is not None:
         raise AnswerError(reason, body)
 
-    keys = [(it.date, it.time, it.tag) for it in items]
-    triples = [_triple(r) for r in data]
-    if keys == triples:
+    if [(it.date, it.time, it.tag) for it in items] == [_triple(r) for r in data]:
         return [_outcome(it.key, r) for it, r in zip(items, data)]
-
-    # Out of order or partly foreign: match by (date, time, rfidTag), identical
-    # triples consumed in order.  Items left without a result stay pending.
-    waiting: dict[tuple[Any, Any, Any], deque[int]] = defaultdict(deque)
-    for index, triple in enumerate(triples):
-        waiting[triple].append(index)
+    missing: str | None = None
     outcomes = []
-    for it, key in zip(items, keys):
-        queue = waiting.get(key)
-        if queue:
-            outcomes.append(_outcome(it.key, data[queue.popleft()]))
-        else:
-            outcomes.append(Outcome(it.key, State.PENDING, None))
+    for it, index in zip(items, _assign(items, data)):
+        if index is not None:
+            outcomes.append(_outcome(it.key, data[index]))
+            continue
+        if missing is None:
+            missing = f"iFlow's answer has no result for this record (answer starts: {excerpt(body)[:120]!r})"
+        outcomes.append(Outcome(it.key, State.PENDING, missing))
     return outcomes
 
 

@@ -11,9 +11,12 @@ contains card data.  Buffers are bounded, so a noisy line cannot grow memory.
 Protocols (see :func:`make_decoder`):
 
 ``line``
-    One tag per line, terminated by CR, LF or CRLF.  Surrounding spaces and
-    tabs are stripped.  A tag is 1..max_len characters of ``[0-9A-Za-z]``.
-    Empty or blank lines are ignored without being counted.
+    One tag per line, terminated by CR, LF or CRLF.  Surrounding noise is
+    stripped: spaces, tabs, control bytes (NUL, ESC, STX/ETX...), DEL and
+    bytes 0x80-0xFF, none of which can be part of a tag (a reader powering up
+    sends NUL and 0xFF).  A tag is 1..max_len characters of ``[0-9A-Za-z]``.
+    Empty or blank lines are ignored without being counted; a line that was
+    nothing but noise is dropped and counted as ``noise``.
 ``rdm6300``
     EM4100 frames from an RDM6300 (9600 8N1): STX (0x02), 10 ASCII hex
     characters (version byte plus 4-byte ID), 2 ASCII hex characters of
@@ -22,7 +25,7 @@ Protocols (see :func:`make_decoder`):
     repeats the frame while a card is held, and every valid frame is returned.
 ``regex``
     Vendor-specific ASCII lines (CR/LF terminated).  Each line, with
-    surrounding whitespace stripped, must match the pattern with
+    surrounding whitespace and noise stripped as for ``line``, must match the pattern with
     :func:`re.fullmatch` (so write ``.*`` where free text is allowed); the
     named group ``tag`` is the card number and must be 1..64 characters of
     ``[0-9A-Za-z]``.
@@ -54,6 +57,11 @@ _ETX = 0x03
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 _TAG_RE = re.compile(r"[0-9A-Za-z]+")
 _TAG_MAX = 64  # longest tag a regex line may yield
+# Bytes that are never part of a line's text: control bytes, space, DEL and
+# 8-bit bytes. Around a tag they are noise (line noise at power-up, a reader's
+# own framing) and are stripped instead of costing the scan.
+_NOISE = bytes(range(0x00, 0x21)) + bytes(range(0x7F, 0x100))
+_BLANK = b" \t"
 
 
 class Decoder:
@@ -92,10 +100,12 @@ class _LineDecoderBase(Decoder):
         self._max_line = max_line
         self._buf = bytearray()
         self._discarding = False  # inside an over-long line: skip to terminator
+        self._noisy = False  # noise was skipped at the start of the current line
 
     def reset(self) -> None:
         self._buf.clear()
         self._discarding = False
+        self._noisy = False
 
     def _feed(self, data: bytes) -> list[str]:
         tags: list[str] = []
@@ -108,6 +118,13 @@ class _LineDecoderBase(Decoder):
             ends = [i for i in (cr, lf) if i >= 0]
             end = min(ends) if ends else -1
             chunk = data[start:] if end < 0 else data[start:end]
+            if not self._discarding and not self._buf:
+                # Leading noise never enters the buffer: a burst of it cannot
+                # make the line after it over-long.
+                kept = chunk.lstrip(_NOISE)
+                if chunk[: len(chunk) - len(kept)].strip(_BLANK):
+                    self._noisy = True
+                chunk = kept
             if not self._discarding:
                 if len(self._buf) + len(chunk) > self._max_line:
                     self._buf.clear()
@@ -126,6 +143,7 @@ class _LineDecoderBase(Decoder):
                 tag = self._line(line)
                 if tag is not None:
                     tags.append(tag)
+            self._noisy = False
             start = end + 1
         return tags
 
@@ -133,9 +151,11 @@ class _LineDecoderBase(Decoder):
         raise NotImplementedError
 
     def _text(self, line: bytes) -> str | None:
-        """Return the stripped line as text, or None (dropped or blank)."""
-        stripped = line.strip(b" \t")
+        """Return the line stripped of surrounding noise as text, or None (dropped or blank)."""
+        stripped = line.strip(_NOISE)
         if not stripped:
+            if self._noisy:
+                self._drop("noise", "a line of noise bytes and no tag")
             return None
         for b in stripped:
             if b < 0x20 or b > 0x7E:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from agent.config import Config
 from agent.errors import CommandError, DaemonError, NoDaemon
+from agent.fsinfo import not_a_directory, state_dir_error
 from agent.journal.lock import StateLock
 from agent.runtime.control import ask
 from agent.runtime.requests import Request
@@ -101,6 +102,9 @@ def dispatch(cfg: Config, request: dict, local: Callable[[], T],
              on_event: Callable[[Any], None] | None = None, *, timeout: float = 30.0) -> tuple[T, bool]:
     """Ask the daemon; if none runs, take the lock, drop to the state owner and
     run ``local()``. Returns (result, answered_by_daemon)."""
+    blocked = not_a_directory(cfg.state_dir)  # under a regular file: a config error, not "no journal yet"
+    if blocked is not None:
+        raise blocked
     if not os.path.isdir(cfg.state_dir):
         raise CommandError(f"no journal yet: {cfg.state_dir} does not exist (has `agent run` ever started?)")
     deadline = time.monotonic() + LOCK_WAIT_S
@@ -119,6 +123,8 @@ def dispatch(cfg: Config, request: dict, local: Callable[[], T],
             got = lock.acquire(timeout=0.3)
         except PermissionError:
             raise CommandError(f"permission denied on {cfg.state_dir}: run as root or as the agent's user") from None
+        except OSError as exc:  # read-only, full: one line naming the directory (exit 2)
+            raise state_dir_error(cfg.state_dir, exc) from None
         if got:
             try:
                 become_state_owner(cfg.state_dir)

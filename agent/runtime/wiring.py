@@ -9,6 +9,7 @@ must start fast on a Pi, and a missing optional driver must not break import.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -16,6 +17,8 @@ from datetime import datetime, timezone
 
 from agent import BUILD_DATE, reading
 from agent.config import Config, ReaderConfig
+from agent.errors import AgentError
+from agent.fsinfo import UNKNOWN, VOLATILE, StateDirError, state_dir_error, storage_of
 from agent.journal.store import Journal
 
 log = logging.getLogger("agent.daemon")
@@ -76,17 +79,54 @@ def make_crosschex_client(cfg: Config, **overrides):
                            **overrides)
 
 
+# What makes a state directory unusable as such (not a fault of one journal file).
+_STATE_DIR_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST,
+                               errno.ENOSPC, errno.EDQUOT})
+
+
 def open_journal(cfg: Config) -> Journal:
-    return Journal(os.path.join(cfg.state_dir, JOURNAL_DIR), segment_size=cfg.journal.segment_size,
-                   retention_days=cfg.journal.retention_days)
+    """The journal in ``state_dir``; StateDirError (exit 2) when the directory cannot hold it."""
+    try:
+        return Journal(os.path.join(cfg.state_dir, JOURNAL_DIR), segment_size=cfg.journal.segment_size,
+                       retention_days=cfg.journal.retention_days)
+    except OSError as exc:
+        if isinstance(exc, AgentError) or exc.errno not in _STATE_DIR_ERRNOS:
+            raise
+        raise state_dir_error(cfg.state_dir, exc) from None
 
 
 def ensure_state_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    mode = stat.S_IMODE(os.stat(path).st_mode)
+    """Create ``path`` (0700) and prove a file can be created in it; StateDirError otherwise."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        # makedirs passes for an existing read-only (or full) directory: the lock would fail later
+        probe = os.path.join(path, f".probe-{os.getpid()}")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as exc:
+        raise state_dir_error(path, exc) from None
     if mode & 0o077:
         log.warning("state directory %s is accessible to other users (mode %04o); "
                     "scans identify people: chmod 700 %s", path, mode, path)
+
+
+def prepare_state_dir(cfg: Config) -> None:
+    """The daemon's start: ``state_dir`` usable, and durable (not on tmpfs, zram or an
+    overlay in RAM, whose fsync promises nothing) unless journal.allow_volatile;
+    StateDirError (exit 2) otherwise. Judged before creating anything, so a refusal leaves nothing behind."""
+    storage = storage_of(cfg.state_dir)
+    if storage.kind == VOLATILE and not cfg.journal.allow_volatile:
+        raise StateDirError(
+            f"state_dir {cfg.state_dir} is on {storage.what}: every scan stored there is lost at the "
+            f"next power cut; put state_dir on a persistent partition (e.g. /var/lib/rfid-agent on the "
+            f"SD card or a USB disk), or for a demo or test set journal.allow_volatile = true in {cfg.path}")
+    ensure_state_dir(cfg.state_dir)
+    if storage.kind == VOLATILE:
+        log.warning("state directory %s is on %s: scans do NOT survive a power cut "
+                    "(allowed by journal.allow_volatile)", cfg.state_dir, storage.what)
+    elif storage.kind == UNKNOWN:
+        log.info("cannot tell whether state directory %s survives a power cut: %s", cfg.state_dir, storage.what)
 
 
 def check_file_modes(cfg: Config) -> None:

@@ -36,7 +36,11 @@ def write_config(path: Path, *, state_dir: Path, port: str | None = None, iflow:
     if iflow is not None:
         lines.append("[iflow]")
         lines += [f"{k} = {toml_value(v)}" for k, v in iflow.items()]
-    for section, table in (extra or {}).items():
+    # Test state dirs live under /tmp, which is a tmpfs on many CI machines: the daemon
+    # would refuse them. A test of that refusal passes {"journal": {"allow_volatile": False}}.
+    extra = dict(extra or {})
+    extra["journal"] = {"allow_volatile": True, **extra.get("journal", {})}
+    for section, table in extra.items():
         lines.append(f"[{section}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     path.write_text("\n".join(lines) + "\n")

@@ -12,6 +12,9 @@ when it did not pass, what to do. In order:
 ``state_dir``      exists (or can be created) and is writable (a temp file is
                    created and removed)
 ``state_dir_mode`` 0700 (WARN otherwise: scans identify people)
+``state_durable``  not in RAM (tmpfs, ramfs, zram, an overlay whose upper
+                   layer is in RAM): FAIL, as ``agent run`` refuses it; WARN
+                   when ``journal.allow_volatile`` allows it or it cannot tell
 ``disk_space``     FAIL under 50 MB free, WARN under 500 MB
 ``journal``        opens (the daemon's status when it runs; otherwise the
                    journal lock is taken without waiting and the journal

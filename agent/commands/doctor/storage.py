@@ -1,4 +1,4 @@
-"""The storage checks: ``state_dir``, ``state_dir_mode``, ``disk_space``, ``journal``.
+"""The storage checks: ``state_dir``, ``state_dir_mode``, ``state_durable``, ``disk_space``, ``journal``.
 
 The journal is read through the running daemon when there is one; otherwise
 doctor takes the state lock without waiting and opens the journal itself,
@@ -26,6 +26,7 @@ from agent.commands.doctor.base import (
     result,
 )
 from agent.delivery.backlog import count_backlog
+from agent.fsinfo import PERSISTENT, VOLATILE, nearest_existing, storage_of
 from agent.journal.lock import StateLock
 from agent.journal.pins import PINS_FILE
 from agent.runtime.access import acting_as_owner
@@ -39,19 +40,9 @@ _EMPTY: dict[str, Any] = {"pending": 0, "delivered": 0, "rejected": 0, "oldest_p
                           "quarantined": [], "held": {}}
 
 
-def _nearest_existing(path: str) -> str:
-    p = os.path.abspath(path)
-    while not os.path.lexists(p):
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    return p
-
-
 def _missing_state_dir(sd: str) -> tuple[Result, str | None]:
     """The state_dir result for a path that does not exist, and where to measure free space."""
-    anc = _nearest_existing(sd)
+    anc = nearest_existing(sd)
     if not os.path.isdir(anc):
         return result("state_dir", FAIL, f"{sd} cannot be created: {anc} is not a directory", _NOT_A_DIR_FIX), None
     if os.geteuid() != 0 and not os.access(anc, os.W_OK | os.X_OK):
@@ -97,6 +88,23 @@ def _disk_space(at: str) -> Result:
     return result("disk_space", PASS, text)
 
 
+def _durable(ctx: Ctx, sd: str) -> Result:
+    """The same judgement `agent run` makes before it acknowledges any scan."""
+    storage = storage_of(sd)
+    if storage.kind == PERSISTENT:
+        return result("state_durable", PASS, f"on {storage.what}")
+    fix = ("put state_dir on a persistent partition (e.g. /var/lib/rfid-agent on the SD card or a USB disk); "
+           "journal.allow_volatile = true is for demos and tests only")
+    if storage.kind == VOLATILE:
+        if ctx.cfg.journal.allow_volatile:
+            return result("state_durable", WARN, f"on {storage.what}: scans do NOT survive a power cut "
+                          "(allowed by journal.allow_volatile)", fix)
+        return result("state_durable", FAIL, f"on {storage.what}: every scan is lost at the next power cut; "
+                      "agent run refuses to start", fix)
+    return result("state_durable", WARN, f"cannot tell whether it survives a power cut: {storage.what}",
+                  "check with findmnt -T " + sd + " that it is on a disk partition, not in RAM")
+
+
 def check_state_dir(ctx: Ctx) -> list[Result]:
     sd = ctx.cfg.state_dir
     space_at: str | None = sd
@@ -109,6 +117,7 @@ def check_state_dir(ctx: Ctx) -> list[Result]:
     else:
         out = _existing_state_dir(ctx, sd)
     if space_at is not None:
+        out.append(_durable(ctx, sd))
         out.append(_disk_space(space_at))
     return out
 
