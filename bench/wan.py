@@ -147,7 +147,7 @@ def _records_per_request(ctx: Context) -> tuple[int, int]:
 def bench_wan(ctx: Context) -> Section:
     from standins.iflow import IflowStandin
 
-    backlog = 600 if ctx.params.quick else WAN_BACKLOG
+    backlog = ctx.params.memory_backlog if ctx.params.quick else WAN_BACKLOG
     seed = ctx.tmp / "wan-state"
     seed.mkdir(mode=0o700)
     progress(f"wan: pre-filling {fmt_int(backlog)} pending scans")

@@ -38,7 +38,7 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
     elapsed = time.monotonic() - t0
 
     assert res.returncode == 0, res.stderr[-3000:]
-    assert elapsed < 20, f"--quick took {elapsed:.1f} s"
+    assert elapsed < 30, f"--quick took {elapsed:.1f} s"
     assert "insert: timing" in res.stderr and f"wrote {out}" in res.stderr  # progress goes to stderr
     assert res.stdout == ""
 
@@ -46,12 +46,13 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
     headings = [line for line in text.splitlines() if line.startswith("#")]
     assert headings == ["# Benchmarks", "## Targets", "## Machine", "## Insert latency",
                         "## Idle daemon memory with a 300 backlog",
-                        "## Flush of a 300 backlog to the local iFlow stand-in", "## Start-up and idle wake-ups"]
+                        "## Flush of a 300 backlog to the local iFlow stand-in", "## Start-up and idle wake-ups",
+                        "## Flush of 300 over a 50 ms link"]
 
     targets = [r for r in section(text, "## Targets").splitlines() if r.startswith("| ") and "---" not in r]
     # header + insert p50, p99, speed-up, RSS, SIGTERM, flush rate, memory, ratio,
-    # --version, status without and with a daemon, idle wake-ups
-    assert len(targets) == 1 + 8 + 4
+    # --version, status without and with a daemon, idle wake-ups, WAN flush, records per request
+    assert len(targets) == 1 + 8 + 4 + 2
     assert all(("met" in r or "MISSED" in r) and "not enforced in --quick" in r for r in targets[1:])
 
     machine = section(text, "## Machine")

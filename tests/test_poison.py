@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agent.delivery.isolation import FAIL_AFTER, UNANSWERED_LIMIT
+from agent.delivery.isolation import FAIL_AFTER, LONE_IN_A_ROW, UNANSWERED_LIMIT, unanswered_fields
 from agent.journal.store import Journal
 from agent.records import State
 from standins.iflow import IflowStandin
@@ -74,7 +74,14 @@ def test_a_poison_record_among_200_is_set_aside_and_every_other_scan_delivered_i
     assert rec.state == State.PENDING and f"HTTP {status}" in rec.error
     assert "fails alone" in d.state()["last_error"]
 
-    drain_until(d, journal, lambda: states(journal)[POISON].state == State.FAILED, rounds=40)
+    # the door goes on: each later scan delivered after it is proof iFlow works
+    for i in range(40):
+        if states(journal)[POISON].state == State.FAILED:
+            break
+        fill(journal, clock, [f"N{i:07d}"], fake=fake)
+        time.sleep(d.in_backoff() + 0.1)
+        d.drain()
+    others += [f"N{n:07d}" for n in range(i)]
     rec = states(journal)[POISON]
     # the third lone failure at the earliest, and not before the spread: a glitch is not a verdict
     assert rec.state == State.FAILED and rec.extra["alone_failures"] >= FAIL_AFTER
@@ -94,13 +101,34 @@ def test_a_poison_record_among_200_is_set_aside_and_every_other_scan_delivered_i
                                      if k not in ("date", "time", "rfidTag")}}
 
 
-def test_a_lone_poison_record_is_set_aside_on_the_empty_batch_answer(tmp_path, standin):
+def test_a_lone_poison_record_waits_visibly_until_a_later_scan_proves_iflow_works(tmp_path, standin):
+    # An empty batch proves nothing (a database down answers [] and 500 to real
+    # batches): alone, the record stays pending with the server's answer shown.
     fake, clock, journal, d = make(tmp_path, standin, isolate_after_s=0.0)
     fill(journal, clock, [POISON], fake=fake)
     poison(standin, 500)
-    drain_until(d, journal, lambda: states(journal)[POISON].state == State.FAILED)
+    summaries = drain_until(d, journal, lambda: False, rounds=4)
+    assert all(s.error and s.error_status == 500 for s in summaries)
+    assert states(journal)[POISON].state == State.PENDING and not states(journal)[POISON].extra.get("alone_failures")
+    # each scan delivered after it is the proof: set aside after the third
+    for i in range(FAIL_AFTER):
+        fill(journal, clock, [f"L{i}"], fake=fake)
+        time.sleep(d.in_backoff() + 0.01)
+        s = d.drain()
+        assert s.delivered == 1 and "fails alone" in (s.note or "")
     assert states(journal)[POISON].state == State.FAILED
-    assert standin.stored == []
+    assert [g["rfidTag"] for g in standin.stored] == ["L0", "L1", "L2"]
+
+
+def test_a_database_outage_that_answers_the_empty_batch_marks_nothing(tmp_path, standin):
+    fake, clock, journal, d = make(tmp_path, standin, isolate_after_s=0.0)
+    fill(journal, clock, [f"{i:08d}" for i in range(100)], fake=fake)
+    standin.poison_longer_than = 0  # every real batch refused, csv_data=[] still answered []
+    standin.poison_status = 500
+    drain_until(d, journal, lambda: False, rounds=8)
+    summary = journal.summary()
+    assert (summary["pending"], summary["failed"]) == (100, 0)
+    assert not any(r.extra.get("alone_failures") for r in journal.records())
 
 
 @pytest.mark.parametrize("outage", ["down", "500", "object"])
@@ -119,7 +147,7 @@ def test_an_outage_of_the_whole_run_marks_nothing(tmp_path, standin, outage):
     assert (summary["pending"], summary["failed"], summary["rejected"]) == (1000, 0, 0)
     assert not any(r.extra.get("alone_failures") for r in journal.records())
     # cheap while it lasts: the requests of a pass shrink to a few
-    assert summaries[-1].requests <= 3
+    assert summaries[-1].requests <= LONE_IN_A_ROW + 1
     if outage == "object":
         assert "Unauthenticated." in summaries[-1].error  # the server's own words
     standin.mode = "up"
@@ -128,19 +156,34 @@ def test_an_outage_of_the_whole_run_marks_nothing(tmp_path, standin, outage):
     assert journal.summary()["delivered"] == 1000 and len(standin.stored) == 1000
 
 
-def test_an_answer_without_a_result_is_an_error_with_a_back_off_and_a_cap(tmp_path, standin):
+def test_an_answer_without_a_result_is_an_error_with_a_back_off_and_no_resend_loop(tmp_path, standin):
     fake, clock, journal, d = make(tmp_path, standin)
     fill(journal, clock, ["A1", "A2", "A3"], fake=fake)
-    for _ in range(UNANSWERED_LIMIT + 2):
+    for _ in range(6):
         standin.faults.append("unmatched_last")
     s = d.drain()
     assert s.unmatched == 1 and s.error and "no result" in s.error and d.in_backoff() > 0
     assert "no result" in d.state()["last_error"]
-    summaries = drain_until(d, journal, lambda: states(journal)["A3"].state == State.FAILED)
-    rec = states(journal)["A3"]
-    assert rec.state == State.FAILED and rec.extra["unanswered"] == UNANSWERED_LIMIT
-    assert len(summaries) == UNANSWERED_LIMIT - 1  # one resend per back-off, then set aside
-    assert {states(journal)[t].state for t in ("A1", "A2")} == {State.DELIVERED}
+    assert states(journal)["A3"].extra["unanswered"] == 1  # the others matched: counted against it
+    # alone, an answer that matches nothing is the answer's fault: one request per back-off, nothing counted
+    before = standin.requests
+    summaries = drain_until(d, journal, lambda: False, rounds=5)
+    assert standin.requests - before == 5 and all(x.requests == 1 and x.error for x in summaries)
+    assert states(journal)["A3"].extra["unanswered"] == 1
+    time.sleep(d.in_backoff() + 0.01)
+    assert d.drain().duplicate == 1  # iFlow had stored it all along
+    assert {r.tag: r.state for r in journal.records()} == {"A1": "delivered", "A2": "delivered", "A3": "duplicate"}
+
+
+def test_a_record_never_answered_is_set_aside_after_the_cap():
+    from agent.records import Record
+
+    rec = Record(None, id="x", state="pending")
+    for n in range(1, UNANSWERED_LIMIT + 1):
+        fields = unanswered_fields(rec, "no result (answer starts: '[]')", "2026-12-01T08:00:00+00:00")
+        rec.extra["unanswered"] = fields["unanswered"]
+        assert (fields.get("state") == State.FAILED) == (n == UNANSWERED_LIMIT)
+    assert "5 times" in fields["message"] and "answer starts" in fields["message"]
 
 
 def _stepped(fake, clock, seconds):

@@ -121,7 +121,7 @@ def problems(result: dict[str, Any]) -> list[str]:
     """Why scans remain after a flush, one line each, most pressing first: the
     first lines of its summary. Empty exactly when `agent flush` exits 0:
     nothing sendable or held is left pending and nothing failed."""
-    out = []
+    out = [result["note"]] if result.get("note") else []
     answer = _answer(result)
     if not result.get("reachable", True):
         out.append(f"iFlow unreachable: {result.get('error') or 'no answer'}")

@@ -317,11 +317,6 @@ class IflowClient:
         self._close(response)
         return status, took
 
-    def takes_empty_batch(self) -> None:
-        """An empty batch (it stores nothing) answered as iFlow should: a 2xx
-        with an empty JSON list. Raises :class:`DeliveryError` otherwise."""
-        self.send([], self._build_csv("[]"))
-
     def send(self, items: list[Item], request: httpx.Request | None = None) -> list[Outcome]:
         """Send one batch in one GET; one Outcome per item, in order.
 
@@ -329,7 +324,7 @@ class IflowClient:
         Raises :class:`DeliveryError` when nothing in the batch can be counted
         as delivered. Never raises anything chained to an httpx exception.
         """
-        if not items and request is None:
+        if not items:
             return []
         request = request if request is not None else self._build(items)
         url_len = self._url_len(request)

@@ -173,7 +173,7 @@ class Deliverer:
             self._fail(exc)
         else:
             if run.lone_note is not None:
-                self.last_error = run.lone_note  # delivered around it: shown, no back-off
+                self.last_error = summary.note = run.lone_note  # delivered around it: shown, no back-off
         summary.seconds = time.monotonic() - t0
         if count:
             summary.still_pending, summary.held = self.count(release_unsynced)

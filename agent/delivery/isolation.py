@@ -17,12 +17,13 @@ any answer carrying ``Retry-After`` are an outage: nothing is split, nothing
 is marked.
 
 A record's failing alone counts only when iFlow is shown to work right then:
-another request of the same pass succeeds after it, or, failing that, one
-request that stores nothing (an empty batch) is answered with a 2xx and an
-empty JSON list (a captive portal's 200 page proves nothing). Even so,
-at most :data:`PROBE_CONFIRMS` records of a pass are counted on the empty
-batch's word alone, so a server that answers ``[]`` but refuses every record
-(a broken database) sets aside no more than that many per pass; a record is
+a request of the same pass that stores records succeeds after it. Nothing
+weaker will do: an empty batch proves nothing (a controller whose database is
+down answers ``[]`` to it and 500 to every real batch), nor does a 2xx
+answer without a single matched result. Up to :data:`LONE_IN_A_ROW` records
+may fail alone in a row while the pass looks for that proof; one more is an
+outage. A lone bad record with nothing after it stays pending, its failure
+shown, until the next scan is delivered after it. A record is
 set aside (``failed``) only after :data:`FAIL_AFTER` such counts, in separate
 passes, spread over at least ``spread_s`` (the Deliverer's ``isolate_after_s``,
 5 minutes by default): a server's passing glitches, even frequent ones, do not
@@ -38,11 +39,11 @@ from typing import Any, Protocol
 
 from agent.records import Record, State
 
-__all__ = ["FAIL_AFTER", "PROBE_CONFIRMS", "UNANSWERED_LIMIT", "suspect", "alone_fields",
+__all__ = ["FAIL_AFTER", "LONE_IN_A_ROW", "UNANSWERED_LIMIT", "suspect", "alone_fields",
            "unanswered_fields", "failure_text"]
 
 FAIL_AFTER = 3  # confirmed lone failures (separate passes) before a record is set aside
-PROBE_CONFIRMS = 2  # lone failures a pass may confirm on an empty batch's answer alone
+LONE_IN_A_ROW = 4  # lone failures in a row, without a success between, before it is an outage
 UNANSWERED_LIMIT = 5  # answers without a result for a record before it is set aside
 
 _NOT_CONTENT = frozenset({401, 403, 408, 429, 414, 431, 502, 503, 504})

@@ -12,10 +12,10 @@ Two rules of the pass keep one record from stopping a site:
   again on every success), so a binary search walks down to the record that
   fails alone, while everything before and after it is delivered in order.
   A record that fails alone is not sent again in the pass; its failing counts
-  only once iFlow is shown to work (the isolation module's rules). Two lone
-  failures in a row with no such proof end the pass as an outage (back-off,
-  nothing marked), and the small cap it leaves keeps requests small while
-  the outage lasts.
+  only once a later request of the pass is delivered (the isolation module's
+  rules). Too many lone failures in a row with no such proof end the pass as
+  an outage (back-off, nothing marked), and the small cap it leaves keeps
+  requests small while the outage lasts.
 * **Pins only when a send may have reached iFlow.** A record's send time is
   pinned durably before its first send; at the end of the pass the pins this
   pass wrote are dropped again for records whose requests certainly never
@@ -36,7 +36,7 @@ from typing import Any
 
 from agent.delivery.backlog import Candidate, Invalid, order, pinned, select
 from agent.delivery.client import DeliveryError
-from agent.delivery.isolation import PROBE_CONFIRMS, alone_fields, failure_text, suspect, unanswered_fields
+from agent.delivery.isolation import LONE_IN_A_ROW, alone_fields, failure_text, suspect, unanswered_fields
 from agent.delivery.wire import Item, Outcome, reason_of
 from agent.errors import JournalError
 from agent.journal.store import utc_now_iso
@@ -63,6 +63,7 @@ class Summary:
     error: str | None = None
     error_excerpt: str | None = None  # the start of the server's answer to the failed request
     error_status: int | None = None
+    note: str | None = None  # what the technician should know though the drain went on (a lone failure)
     seconds: float = 0.0
     total: int = 0  # sendable records at the start
 
@@ -71,7 +72,7 @@ class Summary:
             "delivered": self.delivered, "duplicate": self.duplicate, "rejected": self.rejected,
             "rejected_reasons": dict(self.rejected_reasons), "failed": self.failed,
             "failed_reasons": dict(self.failed_reasons), "unmatched": self.unmatched,
-            "requests": self.requests, "error_excerpt": self.error_excerpt, "error_status": self.error_status,
+            "requests": self.requests, "error_excerpt": self.error_excerpt, "error_status": self.error_status, "note": self.note,
             "still_pending": self.still_pending, "held": dict(self.held),
             "reachable": self.reachable, "error": self.error,
             "seconds": round(self.seconds, 3), "total": self.total,
@@ -97,7 +98,6 @@ class Pass:
         self.unwritten: list[tuple[Record, dict[str, Any]]] = []  # changes not yet in the journal
         self.isolated: set[str] = set()  # failed alone in this pass: not sent again in it
         self.unconfirmed: list[tuple[Candidate, DeliveryError]] = []  # lone failures awaiting proof
-        self.probed = False  # the empty-batch request, at most once a pass
         self.lone_note: str | None = None  # the last confirmed lone failure, for `agent status`
 
     # -------------------------------------------------------------- the queue
@@ -232,10 +232,15 @@ class Pass:
                     continue
                 summary.requests += 1
                 self.inflight = {}
-                self.succeeded()
                 by_key = {o.key: o for o in outcomes}
-                unmatched = self.write([(c[0], by_key.get(c[1].key) or Outcome(c[1].key, State.PENDING, None), c)
-                                        for c in batch])
+                results = [(c[0], by_key.get(c[1].key) or Outcome(c[1].key, State.PENDING, None), c)
+                           for c in batch]
+                matched = any(o.state != State.PENDING for _, o, _ in results)
+                if matched:
+                    self.succeeded()  # iFlow took records: proof it works
+                unmatched = self.write(results, count_unanswered=matched)
+                if later is not None:
+                    raise later
                 if unmatched:
                     # Not a silent resend: an error the technician sees, and a back-off.
                     raise DeliveryError("unmatched", f"{len(unmatched)} of {len(batch)} records got no "
@@ -243,19 +248,18 @@ class Pass:
                 d._succeeded()
                 if progress is not None:
                     progress(self.progress())
-                if later is not None:
-                    raise later
                 if stopped():
                     break
-        if self.unconfirmed and not stopped() and not self.confirm_by_probe():
-            raise self.unconfirmed[-1][1]
+        if self.unconfirmed and not stopped():
+            raise self.unconfirmed[-1][1]  # no proof iFlow works: an outage, nothing counted
 
     # ------------------------------------------------------------- isolation
 
     def isolate(self, batch: list[Candidate], exc: DeliveryError) -> None:
         """A request that its content may have failed: halve the next one, and
-        set aside a record that failed alone. Raises ``exc`` when two records
-        failed alone in a row and iFlow cannot be shown to work: an outage."""
+        set aside (for this pass) a record that failed alone. Raises ``exc``
+        when more than :data:`LONE_IN_A_ROW` records failed alone in a row: an
+        outage."""
         self.d.cap = max(1, len(batch) // 2)
         if len(batch) > 1:
             log.info("iFlow refused a %d-record request (%s); sending halves to find what it cannot take",
@@ -266,26 +270,8 @@ class Pass:
         self.isolated.add(cand[1].key)
         self.unconfirmed.append((cand, exc))
         log.warning("iFlow refused a request holding only record %s (%s)", cand[1].key[:12], failure_text(exc))
-        if len(self.unconfirmed) >= PROBE_CONFIRMS and not self.confirm_by_probe():
-            raise exc
-
-    def confirm_by_probe(self) -> bool:
-        """Ask iFlow a request that stores nothing (an empty batch, once a
-        pass): an empty list in a 2xx answer counts the lone failures waiting
-        for proof."""
-        if self.probed:
-            return False
-        self.probed = True
-        try:
-            # a 2xx alone proves nothing: a captive portal or a login page answers 200 too
-            self.d.client.takes_empty_batch()
-        except DeliveryError as exc:
-            log.info("iFlow does not answer an empty batch as it should either (%s)", exc)
-            return False
-        finally:
-            self.summary.requests += 1
-        self.confirm()
-        return True
+        if len(self.unconfirmed) > LONE_IN_A_ROW:
+            raise exc  # too many in a row to be the records' own fault: an outage
 
     def succeeded(self) -> None:
         """A request went through: the lone failures before it are proven
@@ -308,9 +294,11 @@ class Pass:
 
     # -------------------------------------------------------------- outcomes
 
-    def write(self, results: list[tuple[Record, Outcome, Candidate]]) -> list[str]:
+    def write(self, results: list[tuple[Record, Outcome, Candidate]], count_unanswered: bool = True) -> list[str]:
         """Gather the outcomes of one answer; the messages of the records it
-        had no result for."""
+        had no result for. Those count against a record (set aside after
+        enough) only with ``count_unanswered``: when the same answer proved
+        other records stored, else the answer as a whole is what is wrong."""
         now = utc_now_iso()
         summary = self.summary
         unmatched = []
@@ -318,6 +306,9 @@ class Pass:
             fields: dict[str, Any] = {"attempts": int(rec.attempts or 0) + 1, "error": None}
             if outcome.state == State.PENDING:
                 unmatched.append(outcome.message or "iFlow returned no result for this record")
+                if not count_unanswered:
+                    self.sent.add(rec.id)  # not resent in this pass; nothing written
+                    continue
                 fields.update(unanswered_fields(rec, outcome.message, now))
                 summary.unmatched += 1
                 if fields.get("state") == State.FAILED:
@@ -368,8 +359,15 @@ class Pass:
         try:
             self.commit()
         finally:
-            self.journal.unpin(c[1].key for c in self.queue
-                               if c[1].key in self.pinned_here and c[1].key not in self.reached)
+            dropped = [c[1].key for c in self.queue if c[1].key in self.pinned_here and c[1].key not in self.reached]
+            if dropped:
+                self.journal.unpin(dropped)
+                try:
+                    # On disk too: a restart (or the next `agent flush`) must not bring back
+                    # a time that a clock correction may since have replaced.
+                    self.journal.pin(())
+                except JournalError as exc:
+                    log.warning("could not drop unsent pins on disk (%s); they fix the time of a resend", exc)
 
     def progress(self) -> dict:
         s = self.summary

@@ -34,8 +34,9 @@ record's date, time and rfidTag, read as a PHP/Laravel server may write them:
   optionally followed by a time (``2026-12-01 00:00:00``,
   ``2026-12-01T08:05:00.000000Z``): only the date as written counts, no time
   zone is applied.
-* time as ``H:MM:SS`` or ``HH:MM:SS`` (fractions and a zone suffix ignored,
-  a leading date ignored), or without seconds: ``8:05`` matches a record of
+* time as ``H:MM:SS`` or ``HH:MM:SS`` (fractions and a leading date ignored;
+  a time with a zone suffix never matches: ``04:05:00Z`` may be the UTC form
+  of another record's local time), or without seconds: ``8:05`` matches a record of
   08:05 with any seconds.
 * The exact echo is the fast path. Otherwise results with seconds are
   matched first, those without seconds (``8:05`` for any 08:05:SS) after
@@ -255,8 +256,9 @@ _SUFFIX = r"(?:[ T][0-9].*)?"  # a time after the date of a datetime
 _YMD = re.compile(r"([0-9]{4})([-/.])([0-9]{1,2})\2([0-9]{1,2})" + _SUFFIX, re.DOTALL)
 _DMY = re.compile(r"([0-9]{1,2})([-/.])([0-9]{1,2})\2([0-9]{4})" + _SUFFIX, re.DOTALL)
 _COMPACT = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
-_HMS = re.compile(r"(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[ T])?([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]+)?)?"
-                  r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?")
+# No zone designator: a time written in UTC ("...T04:05:00Z") is another
+# instant than the local wall clock sent, and must never match a record by it.
+_HMS = re.compile(r"(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[ T])?([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]+)?)?")
 
 
 def _stripped(value: Any) -> str | None:
@@ -404,7 +406,8 @@ def _outcome(key: str, result: dict[str, Any]) -> Outcome:
     message = redact("; ".join(f"{name}: {text}" for name, text in errors))
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 1] + "…"
-    if all(name == "error_check_in_out" and is_duplicate_text(text) for name, text in errors):
+    # the duplicate text counts wherever a server puts it (errorMsg too): the record is in iFlow
+    if all(name in ("error_check_in_out", "errorMsg") and is_duplicate_text(text) for name, text in errors):
         return Outcome(key, State.DUPLICATE, message)
     return Outcome(key, State.REJECTED, message)
 

@@ -126,7 +126,8 @@ def prepare_state_dir(cfg: Config) -> None:
         log.warning("state directory %s is on %s: scans do NOT survive a power cut "
                     "(allowed by journal.allow_volatile)", cfg.state_dir, storage.what)
     elif storage.kind == UNKNOWN:
-        log.info("cannot tell whether state directory %s survives a power cut: %s", cfg.state_dir, storage.what)
+        # e.g. raspi-config's older overlay, whose RAM upper layer is hidden after boot
+        log.warning("cannot tell whether state directory %s survives a power cut: %s", cfg.state_dir, storage.what)
 
 
 def check_file_modes(cfg: Config) -> None:

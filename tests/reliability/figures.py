@@ -82,6 +82,15 @@ PROMISES = [
      "tests/reliability/test_fuzz_parsers.py, fuzz/*.py", "Hypothesis in CI (config, Retry-After, journal "
      "segment files, tag formats; the frame, HID, iFlow and CrossChex parsers are fuzzed in their own "
      "test files) and atheris coverage-guided fuzzing (`scripts/fuzz`)."),
+    ("isolation", "Nothing blocks a site's delivery: a record iFlow refuses as a whole is isolated and set "
+                  "aside while every other scan is delivered in order, once; an outage of the whole run "
+                  "(refused connections, every request 500, a database down that still answers the empty "
+                  "batch) marks nothing; answers echoed as a PHP server writes them are matched without a "
+                  "resend; a refused send leaves the time open to a clock correction, a send that may have "
+                  "reached iFlow keeps it.",
+     "tests/reliability/test_isolation.py", "The real Deliverer and IflowClient against the stand-in's "
+     "Laravel-like modes on 127.0.0.1 (poison records with 500 and 422, outages, echo formats), real "
+     "journals, the real Clock over injected clock sources."),
     ("sigkill", "Every acknowledged scan survives SIGKILL of the daemon at any instant.",
      "tests/test_daemon.py, tests/test_delivery.py", "SIGKILL loops of the daemon while scanning and of "
      "`agent flush` while delivering."),
