@@ -196,17 +196,23 @@ class Pass:
 
         if stopped():
             return
+
+        def submit(ready: tuple[list[Candidate], Any]) -> tuple[Any, list[Candidate]]:
+            batch, request = ready
+            started.clear()
+            job = sender.submit(send, [c[1] for c in batch], request)
+            # Let the helper take the interpreter now, until the request is on
+            # the wire (CPython would otherwise hand it over only after its
+            # switch interval, 5 ms): the server works while this thread prepares.
+            started.wait(1.0)  # a hint only: never wait long
+            self.inflight = self.take(batch)
+            return job, batch
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iflow-send") as sender:
             ready = self.prepare()
-            while ready is not None:
-                batch, request = ready
-                started.clear()
-                job = sender.submit(send, [c[1] for c in batch], request)
-                # Let the helper take the interpreter now, until the request is on
-                # the wire (CPython would otherwise hand it over only after its
-                # switch interval, 5 ms): the server works while this thread prepares.
-                started.wait(1.0)  # a hint only: never wait long
-                self.inflight = self.take(batch)
+            flight = submit(ready) if ready is not None else None
+            while flight is not None:
+                job, batch = flight
                 ready, later = None, None
                 if not stopped():
                     try:
@@ -229,9 +235,17 @@ class Pass:
                     if later is not None:
                         raise later from None
                     ready = self.prepare()  # the batch prepared meanwhile was sized before the failure
+                    flight = submit(ready) if ready is not None else None
                     continue
                 summary.requests += 1
-                self.inflight = {}
+                # The next request goes out now: this answer is read while it is in
+                # flight (over a WAN link, one round trip per request is the limit).
+                # If reading it stops the pass, the request in flight is answered
+                # but not read: its records stay pending, pinned, and come back as
+                # duplicates next pass.
+                flight = submit(ready) if ready is not None and later is None and not stopped() else None
+                if flight is None:
+                    self.inflight = {}
                 by_key = {o.key: o for o in outcomes}
                 results = [(c[0], by_key.get(c[1].key) or Outcome(c[1].key, State.PENDING, None), c)
                            for c in batch]
