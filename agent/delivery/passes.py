@@ -338,6 +338,7 @@ class Pass:
                     fields[eff.status] = True  # sent with its stamp as captured: HR may check it
             self.unwritten.append((rec, fields))
             self.sent.add(rec.id)
+            self.pinned_here.discard(rec.id)  # answered: its pin's fate is decided (a pass holds 100k ids)
             if outcome.state == State.DELIVERED:
                 summary.delivered += 1
             elif outcome.state == State.DUPLICATE:
