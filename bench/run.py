@@ -619,6 +619,17 @@ def _run_measured(cmd: list[str], log_path: Path) -> tuple[float, int, int]:
     return wall, proc.returncode, peak
 
 
+def flush_config(path: Path, state: Path, url: str, token: str, iflow_extra: str = "") -> Path:
+    """The config of an `agent flush` run against a stand-in (mode 0600, as the agent wants)."""
+    path.write_text(
+        'timezone = "Europe/Bucharest"\n'
+        f"state_dir = {json.dumps(str(state))}\n"
+        f'[iflow]\nurl = {json.dumps(url)}\naccess_token = "{token}"\n{iflow_extra}'
+        '[time]\ntrust_rtc = true\n', encoding="utf-8")
+    os.chmod(path, 0o600)
+    return path
+
+
 def bench_flush(ctx: Context) -> Section:
     """`agent flush` of a large backlog to the stand-in, beside a bare httpx loop."""
     import shutil
@@ -643,13 +654,7 @@ def bench_flush(ctx: Context) -> Section:
         os.chmod(state, 0o700)
         os.sync()  # else the agent's first fsync also writes out the fresh copy (ext4 data=ordered)
         with IflowStandin(token=token) as standin:
-            config = ctx.tmp / f"flush-{rnd}.toml"
-            config.write_text(
-                'timezone = "Europe/Bucharest"\n'
-                f"state_dir = {json.dumps(str(state))}\n"
-                f'[iflow]\nurl = {json.dumps(standin.url)}\naccess_token = "{token}"\n'
-                '[time]\ntrust_rtc = true\n', encoding="utf-8")
-            os.chmod(config, 0o600)
+            config = flush_config(ctx.tmp / f"flush-{rnd}.toml", state, standin.url, token)
             progress(f"flush: round {rnd + 1}: agent flush of {fmt_int(backlog)}")
             log = ctx.tmp / f"flush-{rnd}.log"
             wall, rc, peak = _run_measured([ctx.agent_exe, "--config", str(config), "flush", "--json"], log)

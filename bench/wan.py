@@ -28,7 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench.run import Check, Context, Section, _run_measured, _tail, fmt_int, prefill_journal, progress
+from bench.run import (Check, Context, Section, _run_measured, _tail, flush_config, fmt_int, prefill_journal,
+                       progress)
 
 ONE_WAY_S = 0.025
 WAN_BACKLOG = 20_000
@@ -172,13 +173,7 @@ def bench_wan(ctx: Context) -> Section:
     with IflowStandin(token=TOKEN) as standin:
         relay, url = _relayed(standin)
         try:
-            config = ctx.tmp / "wan.toml"
-            config.write_text(
-                'timezone = "Europe/Bucharest"\n'
-                f"state_dir = {json.dumps(str(seed))}\n"
-                f'[iflow]\nurl = {json.dumps(url)}\naccess_token = "{TOKEN}"\nmax_url_bytes = {MAX_URL}\n'
-                '[time]\ntrust_rtc = true\n', encoding="utf-8")
-            os.chmod(config, 0o600)
+            config = flush_config(ctx.tmp / "wan.toml", seed, url, TOKEN, f"max_url_bytes = {MAX_URL}\n")
             progress(f"wan: agent flush of {fmt_int(backlog)} over {2 * ONE_WAY_S * 1000:.0f} ms of round trip")
             log = ctx.tmp / "wan.log"
             wall, rc, _ = _run_measured([ctx.agent_exe, "--config", str(config), "flush", "--json"], log)

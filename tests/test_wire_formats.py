@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.delivery.client import DeliveryError, IflowClient
 from agent.delivery.wire import AnswerError, Item, Outcome, answer_words, classify
@@ -288,8 +290,6 @@ def test_an_empty_body_is_still_shown(server):
 
 # ------------------------------------------------------------------- property
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _DATE_FORMATS = ["%Y-%m-%d", "%Y/%m/%d", "%d.%m.%Y", "%d/%m/%Y", "%Y-%m-%d 00:00:00", "%Y-%m-%dT00:00:00.000000Z"]
 
