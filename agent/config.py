@@ -92,6 +92,8 @@ class TimeConfig(NamedTuple):
     use_adjtimex: bool = True
     timesyncd_flag: str = "/run/systemd/timesync/synchronized"
     boot_id_path: str = "/proc/sys/kernel/random/boot_id"
+    http_date_max_error: float = 5.0  # seconds; an HTTPS Date looser than this is not used; 0: never
+    http_date_insecure: bool = False  # believe the Date of plain HTTP (labs and tests only)
 
 
 class CrossChexConfig(NamedTuple):
@@ -308,6 +310,9 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
         use_adjtimex=sec.get("use_adjtimex", bool, d3.use_adjtimex),
         timesyncd_flag=sec.get("timesyncd_flag", str, d3.timesyncd_flag),
         boot_id_path=sec.get("boot_id_path", str, d3.boot_id_path),
+        http_date_max_error=sec.get("http_date_max_error", float, d3.http_date_max_error,
+                                    check=lambda v: None if 0 <= v <= 60 else "must be between 0 and 60 seconds"),
+        http_date_insecure=sec.get("http_date_insecure", bool, d3.http_date_insecure),
     )
     sec.finish()
 

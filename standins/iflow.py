@@ -70,7 +70,13 @@ until switched off, after a queued fault (which still comes first):
                             nothing stored (``{"message": "Unauthenticated."}``)
 ``wrap_data = True``        results are stored and answered as ``{"data":
                             [...]}`` (a Laravel API resource)
+``date_offset_s = 60``      the server's clock is that far ahead (its ``Date``)
+``send_date = False``       answers carry no ``Date`` (RFC 9110 allows it only
+                            for a server without a clock)
 =========================  ====================================================
+
+Every answer carries a ``Date`` header from the stand-in's clock, as nginx
+and Apache write one on every response, HEAD and errors included.
 
 A batch ``csv_data=[]`` is answered ``[]`` (200, nothing stored); ``HEAD``
 on any path is answered 200 with no body. :attr:`IflowStandin.requests`
@@ -86,6 +92,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as _dt
+import email.utils
 import hmac
 import json
 import re
@@ -96,6 +103,7 @@ import ssl
 import struct
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -212,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None,
                close: bool = False) -> None:
         head = [f"HTTP/1.1 {status} {self.responses.get(status, ('Status',))[0]}",
-                f"Server: {self.server_version}",
+                f"Server: {self.server_version}", *self._date(),
                 f"Content-Type: {content_type}",
                 f"Content-Length: {len(body)}"]
         for name, value in (extra or {}).items():
@@ -226,6 +234,14 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
         self.log_request(status, len(body))
+
+    def _date(self) -> list[str]:
+        """The Date header every real server sends (RFC 9110 §6.6.1), from the
+        stand-in's own clock: the real one plus ``date_offset_s``; none if ``send_date`` is off."""
+        st = self.server.standin
+        if not st.send_date:
+            return []
+        return [f"Date: {email.utils.formatdate(time.time() + st.date_offset_s, usegmt=True)}"]
 
     def _json(self, status: int, value: object, **kw: object) -> None:
         body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -263,7 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._read_body()
         if st.latency_s > 0:
             st._stopping.wait(st.latency_s)
-        head = (f"HTTP/1.1 200 OK\r\nServer: {self.server_version}\r\n"
+        crlf = "\r\n"
+        head = (f"HTTP/1.1 200 OK\r\nServer: {self.server_version}\r\n{''.join(d + crlf for d in self._date())}"
                 "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 0\r\n\r\n")
         try:
             self.wfile.write(head.encode("latin-1"))
@@ -447,6 +464,8 @@ class IflowStandin:
         error_msgs: dict[str, str] | None = None,
         object_answer: dict | None = None,
         wrap_data: bool = False,
+        date_offset_s: float = 0.0,
+        send_date: bool = True,
     ) -> None:
         if csv_data_in not in ("query", "json-body"):
             raise ValueError("csv_data_in must be 'query' or 'json-body'")
@@ -461,6 +480,8 @@ class IflowStandin:
         self.ssl_context = ssl_context
         self.faults: collections.deque[str] = collections.deque()
         self.latency_s = latency_s
+        self.date_offset_s = date_offset_s
+        self.send_date = send_date
         self.outage = outage
         self.poison_tags = set(poison_tags or ())
         self.poison_longer_than = poison_longer_than

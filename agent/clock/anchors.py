@@ -27,6 +27,9 @@ class BootAnchors(NamedTuple):
     anchors: tuple[tuple[int, int], ...]  # (mono_ns, offset_ns), oldest first
     first: tuple[int, int] | None  # (wall_ns, mono_ns) first synced observation
     last: tuple[int, int] | None  # (wall_ns, mono_ns) last synced observation
+    ntp: bool = True  # an anchor came from the kernel's clock (NTP, or time.trust_rtc)
+    https: dict | None = None  # the HTTPS Date estimate its anchors came from (see add_anchor)
+    disagree: dict | None = None  # {"seconds", "wall_ns"}: an HTTPS Date NTP overruled, last seen
 
     @property
     def offset(self) -> int | None:
@@ -42,6 +45,18 @@ def _pair(v: Any, what: str) -> tuple[int, int]:
     ):
         raise CorruptAnchors(f"{what}: expected [int, int], got {v!r:.60}")
     return v[0], v[1]
+
+
+_HTTPS_KEYS = ("error_ns", "mono_ns", "confirmed_ns")
+
+
+def _ints(v: Any, keys: tuple[str, ...]) -> dict | None:
+    """An optional detail of a boot: kept when whole, else dropped (never worth
+    moving the anchors aside for)."""
+    if not isinstance(v, dict) or not all(isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool)
+                                         for k in keys):
+        return None
+    return {k: v[k] for k in keys} | ({"origin": v["origin"]} if isinstance(v.get("origin"), str) else {})
 
 
 class AnchorStore:
@@ -105,6 +120,10 @@ class AnchorStore:
                 "anchors": [_pair(a, "anchor") for a in anchors][-MAX_ANCHORS_PER_BOOT:],
                 "first": None if b.get("first") is None else _pair(b["first"], "first"),
                 "last": None if b.get("last") is None else _pair(b["last"], "last"),
+                # files written before the HTTPS Date source have NTP anchors only
+                "ntp": b["ntp"] if isinstance(b.get("ntp"), bool) else bool(anchors),
+                "https": _ints(b.get("https"), _HTTPS_KEYS),
+                "disagree": _ints(b.get("disagree"), ("seconds", "wall_ns")),
             }
             boots[b["boot_id"]] = entry
         return dict(list(boots.items())[-MAX_BOOTS:])
@@ -134,7 +153,8 @@ class AnchorStore:
 
     @staticmethod
     def _snap(boot_id: str, b: dict[str, Any]) -> BootAnchors:
-        return BootAnchors(boot_id, tuple(tuple(a) for a in b["anchors"]), b["first"], b["last"])
+        return BootAnchors(boot_id, tuple(tuple(a) for a in b["anchors"]), b["first"], b["last"],
+                           b["ntp"], b["https"], b["disagree"])
 
     # -- writing
     def register_boot(self, boot_id: str) -> bool:
@@ -146,10 +166,16 @@ class AnchorStore:
             self._save()
             return True
 
-    def add_anchor(self, boot_id: str, wall_ns: int, mono_ns: int) -> None:
-        """Record a synchronised observation (wall_ns, mono_ns) of ``boot_id``."""
+    def add_anchor(self, boot_id: str, wall_ns: int, mono_ns: int, *, https: dict | None = None) -> None:
+        """Record a synchronised observation (wall_ns, mono_ns) of ``boot_id``:
+        the kernel's clock, or (``https``: ``error_ns``, ``mono_ns``,
+        ``confirmed_ns``, ``origin``) the true time an HTTPS Date gave."""
         with self._lock:
             b = self._boots.get(boot_id) or self._add_boot(boot_id)
+            if https is None:
+                b["ntp"] = True
+            else:
+                b["https"] = dict(https)
             anchors = b["anchors"]
             anchors.append((mono_ns, wall_ns - mono_ns))
             if len(anchors) > MAX_ANCHORS_PER_BOOT:  # keep the first and the newest
@@ -160,8 +186,18 @@ class AnchorStore:
             self._latest = None
             self._save()
 
+    def set_detail(self, boot_id: str, key: str, value: dict | None) -> None:
+        """Replace a boot's ``"https"`` (a new confirmation) or ``"disagree"`` detail."""
+        if key not in ("https", "disagree"):
+            raise ValueError(f"unknown boot detail {key!r}")
+        with self._lock:
+            b = self._boots.get(boot_id) or self._add_boot(boot_id)
+            b[key] = None if value is None else dict(value)
+            self._save()
+
     def _add_boot(self, boot_id: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {"anchors": [], "first": None, "last": None}
+        entry: dict[str, Any] = {"anchors": [], "first": None, "last": None, "ntp": False, "https": None,
+                                 "disagree": None}
         self._boots[boot_id] = entry
         self._latest = None
         while len(self._boots) > MAX_BOOTS:
@@ -174,7 +210,8 @@ class AnchorStore:
             "boots": [
                 {"boot_id": k, "anchors": [list(a) for a in b["anchors"]],
                  "first": None if b["first"] is None else list(b["first"]),
-                 "last": None if b["last"] is None else list(b["last"])}
+                 "last": None if b["last"] is None else list(b["last"]),
+                 "ntp": b["ntp"], "https": b["https"], "disagree": b["disagree"]}
                 for k, b in self._boots.items()
             ],
         }

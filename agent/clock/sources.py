@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Callable
 
-__all__ = ["ClockSources", "boottime_ns", "kernel_synced", "read_boot_id"]
+__all__ = ["ClockSources", "boottime_ns", "kernel_esterror_s", "kernel_synced", "read_boot_id"]
 
 TIME_ERROR = 5
 STA_UNSYNC = 0x0040
@@ -54,13 +54,7 @@ def _load_adjtimex() -> Any:
     return fn, Timex
 
 
-def kernel_synced() -> bool | None:
-    """Whether the kernel considers the clock NTP-synchronised.
-
-    A read-only ``adjtimex`` (``modes == 0`` on a zeroed buffer larger than any
-    ``struct timex``; needs no privilege). False when it returns TIME_ERROR or
-    STA_UNSYNC is set; None when unavailable (non-Linux, blocked, any error).
-    """
+def _read_kernel() -> tuple[int, Any] | None:
     global _adjtimex_impl
     if not sys.platform.startswith("linux"):
         return None
@@ -72,9 +66,28 @@ def kernel_synced() -> bool | None:
         rc = fn(tx)
     except Exception:  # noqa: BLE001 - "unavailable" covers everything
         return None
-    if rc < 0:
+    return None if rc < 0 else (rc, tx)
+
+
+def kernel_synced() -> bool | None:
+    """Whether the kernel considers the clock NTP-synchronised.
+
+    A read-only ``adjtimex`` (``modes == 0`` on a zeroed buffer larger than any
+    ``struct timex``; needs no privilege). False when it returns TIME_ERROR or
+    STA_UNSYNC is set; None when unavailable (non-Linux, blocked, any error).
+    """
+    read = _read_kernel()
+    if read is None:
         return None
+    rc, tx = read
     return not (rc == TIME_ERROR or tx.status & STA_UNSYNC)
+
+
+def kernel_esterror_s() -> float | None:
+    """The kernel's estimated error of a synchronised clock (``esterror``, set by
+    the NTP daemon), in seconds; None when unknown."""
+    read = _read_kernel()
+    return None if read is None or read[1].esterror < 0 else read[1].esterror / 1e6
 
 
 class ClockSources:
@@ -98,6 +111,14 @@ class ClockSources:
         self._wall_ns = wall_ns
         self._mono_ns = mono_ns
         self._adjtimex = adjtimex
+
+    @property
+    def trust_rtc(self) -> bool:
+        return self._trust_rtc
+
+    def error_s(self) -> float | None:
+        """The kernel's estimate of a synchronised clock's error (None: unknown)."""
+        return kernel_esterror_s() if self._use_adjtimex and self._adjtimex is kernel_synced else None
 
     def synced(self) -> bool:
         """Is the wall clock trustworthy now (see the package docstring)."""

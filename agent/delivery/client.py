@@ -10,65 +10,29 @@ holds the access token), and every text goes through
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Callable
 
 import httpx
 
+from agent.clock.httpdate import DateSample
+from agent.clock.sources import boottime_ns
 from agent.delivery import urlquery
-from agent.delivery.resolver import LookupTimeout, bounded_transport
+from agent.delivery.failures import DeliveryError, transport_error
+from agent.delivery.resolver import bounded_transport
 from agent.delivery.wire import AnswerError, Item, Outcome, answer_words, classify, excerpt, parse_retry_after, wire_text
-from agent.errors import DeliveryFailure
 from agent.redact import redact, register_secret
 from agent.tls import plain_http_context, tls_context
+
+log = logging.getLogger("agent.delivery")
 
 __all__ = ["DeliveryError", "IflowClient"]
 
 _MAX_ANSWER = 4 * 1024 * 1024  # bytes read of a 2xx answer (60 results ~ 12 KB)
 _MAX_ERROR_BODY = 64 * 1024  # bytes read of a non-2xx answer
-
-
-class DeliveryError(DeliveryFailure):
-    """A whole request failed; nothing in the batch counts as delivered.
-
-    ``kind``: "network" | "timeout" | "http" | "auth" | "too_long" | "bad_answer".
-    The text is redacted and meant for a human; ``excerpt`` holds the start of
-    the server's answer (redacted; "(empty answer)" for an empty body) whenever
-    one came, and ``status`` its HTTP status. ``reached`` is False only when
-    the request certainly never reached the server (connection refused, DNS
-    failure or timeout, TLS handshake failure, connect timeout, or refused here
-    before sending): True whenever it may have been written.
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        excerpt: str | None = None,
-        reached: bool = True,
-    ) -> None:
-        message = redact(message)
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-        self.retry_after = retry_after
-        self.excerpt = redact(excerpt) if excerpt else None
-        self.reached = reached
-
-    def __str__(self) -> str:
-        return redact(str(self.args[0]) if self.args else self.kind)
-
-    def __repr__(self) -> str:
-        return f"DeliveryError({self.kind!r}, {str(self)!r}, status={self.status!r}, reached={self.reached!r})"
-
-
-def _detail(exc: BaseException) -> str:
-    text = redact(str(exc)).strip() or type(exc).__name__
-    return text[:200]
 
 
 class IflowClient:
@@ -80,6 +44,10 @@ class IflowClient:
     disabling TLS verification is refused. ``transport`` replaces httpx's
     network transport (the tests' seam). ``user_agent`` is the program named in
     the User-Agent header, so iFlow's logs tell ``agent doctor``'s probe apart.
+    ``on_answer`` gets every answer's Date as a :class:`~agent.clock.httpdate.DateSample`
+    on the ``mono_ns`` clock (authenticated when over verified TLS, or
+    ``insecure_dates``); ``verify_at`` is when to check certificates (see
+    :func:`agent.tls.tls_context`).
 
     ``prepare()`` returns the request it measured, so one thread may build the
     next request while another thread sends the current one. The client keeps
@@ -100,6 +68,10 @@ class IflowClient:
         verify: bool | str = True,
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "rfid-agent",
+        on_answer: Callable[[DateSample], object] | None = None,
+        mono_ns: Callable[[], int] = boottime_ns,
+        insecure_dates: bool = False,
+        verify_at: Callable[[], float | None] | None = None,
     ) -> None:
         if not isinstance(access_token, str) or not access_token:
             raise ValueError("the iFlow access token is empty")
@@ -121,11 +93,13 @@ class IflowClient:
         if parsed.scheme == "http" and not proxied:
             ssl_context = plain_http_context()  # TLS is never used: no redirects, no proxy
         else:
-            ssl_context = tls_context(verify if isinstance(verify, str) else None)
+            ssl_context = tls_context(verify if isinstance(verify, str) else None, at=verify_at)
         if transport is None and not proxied:  # behind a proxy, the proxy resolves the name
             transport = bounded_transport(ssl_context)
 
         self._host = parsed.host
+        self._on_answer, self._mono = on_answer, mono_ns
+        self._dates_authenticated = parsed.scheme == "https" or insecure_dates  # verification is always on
         self._token = access_token
         self._version = str(version)
         self._in_body = csv_data_in == "json-body"
@@ -254,24 +228,7 @@ class IflowClient:
     # -- sending -----------------------------------------------------------
 
     def _transport_error(self, exc: Exception) -> DeliveryError:
-        host = self._host
-        if isinstance(exc.__cause__, LookupTimeout):
-            return DeliveryError("timeout", f"looking up {host} timed out after {self._connect_timeout:g} s",
-                                 reached=False)
-        if isinstance(exc, httpx.ConnectTimeout):
-            return DeliveryError("timeout", f"connecting to {host} timed out after {self._connect_timeout:g} s",
-                                 reached=False)
-        if isinstance(exc, httpx.ReadTimeout):
-            return DeliveryError("timeout", f"no answer from {host} within {self._read_timeout:g} s")
-        if isinstance(exc, httpx.TimeoutException):
-            return DeliveryError("timeout", f"talking to {host} timed out ({type(exc).__name__})")
-        if isinstance(exc, httpx.ConnectError):  # refused, DNS, TLS handshake: nothing written yet
-            return DeliveryError("network", f"cannot connect to {host}: {_detail(exc)}", reached=False)
-        if isinstance(exc, httpx.DecodingError):
-            return DeliveryError("bad_answer", f"answer from {host} could not be decoded: {_detail(exc)}")
-        if isinstance(exc, httpx.HTTPError):
-            return DeliveryError("network", f"connection to {host} failed: {_detail(exc)}")
-        return DeliveryError("network", f"request to {host} failed: {type(exc).__name__}: {_detail(exc)}")
+        return transport_error(exc, self._host, self._connect_timeout, self._read_timeout)
 
     def _read(self, response: httpx.Response, limit: int, started: float) -> tuple[bytes, DeliveryError | None]:
         chunks: list[bytes] = []
@@ -298,12 +255,20 @@ class IflowClient:
         """Send ``request``; the response with its body still to be read."""
         error: DeliveryError | None = None
         response: httpx.Response | None = None
+        sent = self._mono()
         try:
             response = self._client.send(request, stream=True)
         except Exception as exc:  # noqa: BLE001 - mapped, never chained
             error = self._transport_error(exc)
         if error is not None or response is None:
             raise error or DeliveryError("network", f"no response from {self._host}")
+        if self._on_answer is not None:
+            sample = DateSample(response.headers.get("date"), response.headers.get("age"), sent, self._mono(),
+                                self._dates_authenticated, self._host)
+            try:
+                self._on_answer(sample)
+            except Exception:  # noqa: BLE001 - learning the time must never fail a delivery
+                log.exception("reading the Date of %s failed", self._host)
         return response
 
     @staticmethod

@@ -54,7 +54,7 @@ class Deliverer:
     def __init__(self, journal: Journal, client: IflowClient, clock, tz: ZoneInfo, *,
                  policy: str = "hold", batch_max: int = 500,
                  backoff_initial: float = 2.0, backoff_max: float = 300.0,
-                 isolate_after_s: float = 300.0,
+                 isolate_after_s: float = 300.0, timeprobe: Any = None,
                  rng: Callable[[], float] = random.random,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.journal = journal
@@ -67,6 +67,7 @@ class Deliverer:
         self.last_fit = batch_max  # records that fitted one URL last time
         self.cap = batch_max  # halved while isolating a record iFlow cannot take, doubled on success
         self.isolate_after_s = isolate_after_s  # see agent.delivery.isolation
+        self.timeprobe = timeprobe  # agent.delivery.timeprobe.TimeProbe: learns the time before a pass needs it
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.rng = rng
@@ -95,6 +96,8 @@ class Deliverer:
         """Sendable pending records now, and the held ones by status (a full pass);
         kept for :meth:`state`."""
         backlog = count_backlog(self.journal, self.clock, self.policy, release_unsynced)
+        if backlog.held.get("wait"):
+            backlog.detail["waiting_for"] = self.waiting_for()
         if not release_unsynced:
             self.held, self.held_detail = backlog.held, backlog.detail
         elif self.journal.summary()["pending"]:
@@ -103,6 +106,21 @@ class Deliverer:
         else:
             self.held, self.held_detail = Counter(), {}
         return backlog.sendable, backlog.held
+
+    def waiting_for(self) -> str:
+        """What can give this boot its time: "ntp", or "ntp or https-date" (``held_detail``)."""
+        probe = self.timeprobe
+        return "ntp or https-date" if probe is not None and probe.usable else "ntp"
+
+    def learn_time(self) -> None:
+        """Before a pass: ask iFlow for the time if this boot has none (agent.delivery.timeprobe)."""
+        if self.timeprobe is not None and self.timeprobe.due():
+            self.timeprobe.learn()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.timeprobe is not None:
+            self.timeprobe.close()
 
     # ------------------------------------------------------------- back-off
 
@@ -160,6 +178,7 @@ class Deliverer:
             # first request. What was held is counted at the end, when only the
             # remainder is pending.
             summary.total = self.journal.summary()["pending"]
+        self.learn_time()  # first: a scan never leaves with an untrusted time to learn it
         run = Pass(self, summary, release_unsynced, t0)
         try:
             try:

@@ -38,7 +38,7 @@ from agent.runtime.requests import (
     ScansRequest,
     StatusRequest,
 )
-from agent.runtime.wiring import make_clock, make_deliverer, open_journal
+from agent.runtime.wiring import make_clock, make_deliverer, open_journal, waiting_for
 
 log = logging.getLogger("agent.reconciler")
 
@@ -93,7 +93,7 @@ class Parts:
 
     def close(self) -> None:
         if self._own_delivery and self.delivery is not None:
-            self.delivery.client.close()
+            self.delivery.close()
             self.delivery = None
 
     def changed(self, n: int) -> None:
@@ -121,11 +121,14 @@ def status(parts: Parts, req: StatusRequest, progress: Progress | None = None) -
         out.update(parts.delivery.state())
     else:
         backlog = count_backlog(parts.journal, parts.clock, parts.cfg.time.unsynced)
+        if backlog.held.get("wait"):
+            backlog.detail["waiting_for"] = waiting_for(parts.cfg)
         out.update({"last_delivery": None, "last_error": None, "backoff_seconds": 0.0,
                     "held": dict(backlog.held), "held_detail": backlog.detail})
     if d is None:
         parts.clock.observe()  # as the daemon's supervisor would have: a sync since is seen
     out["clock_synced"] = bool(parts.clock.synced)
+    out.update(parts.clock.time_source())
     return out
 
 

@@ -40,17 +40,42 @@ def make_clock(cfg: Config):
     sources = ClockSources(use_adjtimex=cfg.time.use_adjtimex, timesyncd_flag=cfg.time.timesyncd_flag,
                            trust_rtc=cfg.time.trust_rtc, boot_id_path=cfg.time.boot_id_path)
     build_time = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=timezone.utc)
-    return Clock(sources, AnchorStore(os.path.join(cfg.state_dir, CLOCK_FILE)), build_time=build_time)
+    return Clock(sources, AnchorStore(os.path.join(cfg.state_dir, CLOCK_FILE)), build_time=build_time,
+                 http_date_max_error_s=cfg.time.http_date_max_error)
 
 
-def make_client(cfg: Config):
+def make_client(cfg: Config, clock=None):
+    """The iFlow client; with ``clock``, every answer's Date teaches it and
+    certificates are checked at its trusted time (agent.clock.httpdate)."""
     from agent.delivery.client import IflowClient
 
     ic = cfg.iflow
     assert ic is not None
+    learn = {} if clock is None else {"on_answer": clock.observe_answer, "mono_ns": clock.mono_ns,
+                                       "insecure_dates": cfg.time.http_date_insecure,
+                                       "verify_at": clock.trusted_now_s}
     return IflowClient(ic.url, ic.access_token, ic.client_version, csv_data_in=ic.csv_data_in,
                        max_url_bytes=ic.max_url_bytes, connect_timeout=ic.connect_timeout,
-                       read_timeout=ic.read_timeout, verify=ic.ca_bundle or True)
+                       read_timeout=ic.read_timeout, verify=ic.ca_bundle or True, **learn)
+
+
+def waiting_for(cfg: Config) -> str:
+    """What can give a boot without a synchronised clock its time (``held_detail["waiting_for"]``)."""
+    ic = cfg.iflow
+    dates = (ic is not None and cfg.time.http_date_max_error > 0 and not cfg.time.trust_rtc
+             and (ic.url.lower().startswith("https:") or cfg.time.http_date_insecure))
+    return "ntp or https-date" if dates else "ntp"
+
+
+def make_timeprobe(cfg: Config, clock):
+    """The HEAD that learns the time before scans that need it are sent; None when off."""
+    if cfg.iflow is None or cfg.time.http_date_max_error <= 0 or cfg.time.trust_rtc:
+        return None
+    from agent.delivery.timeprobe import TimeProbe
+
+    ic = cfg.iflow
+    return TimeProbe(ic.url, clock, ca_bundle=ic.ca_bundle, insecure=cfg.time.http_date_insecure,
+                     connect_timeout=ic.connect_timeout, read_timeout=ic.read_timeout)
 
 
 def make_deliverer(cfg: Config, journal: Journal, clock):
@@ -59,9 +84,9 @@ def make_deliverer(cfg: Config, journal: Journal, clock):
     from agent.delivery.deliverer import Deliverer
 
     ic = cfg.iflow
-    return Deliverer(journal, make_client(cfg), clock, cfg.timezone, policy=cfg.time.unsynced,
+    return Deliverer(journal, make_client(cfg, clock), clock, cfg.timezone, policy=cfg.time.unsynced,
                      batch_max=ic.batch_max, backoff_initial=ic.backoff_initial,
-                     backoff_max=ic.backoff_max)
+                     backoff_max=ic.backoff_max, timeprobe=make_timeprobe(cfg, clock))
 
 
 CROSSCHEX_TOKEN_FILE = "crosschex-token.json"
