@@ -33,6 +33,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from agent import redact
+from agent.clock.httpdate import DateSample
+from agent.clock.sources import boottime_ns
 from agent.crosschex.wire import (
     CcRecord,
     CrossChexError,
@@ -85,6 +87,8 @@ class CrossChexClient:
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         rate_limit_retries: int = 5,
+        on_answer: Callable[[DateSample], object] | None = None,
+        mono_ns: Callable[[], int] = boottime_ns,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise ValueError("CrossChex url must start with https:// (or http:// for a local stand-in)")
@@ -122,6 +126,7 @@ class CrossChexClient:
         self._token_expires: datetime | None = None
         self._token_obtained: datetime | None = None
         self._last_call_end: float | None = None
+        self._on_answer, self._mono = on_answer, mono_ns  # each answer's Date teaches the clock
 
         if url.startswith("http://") and not any(k.lower().endswith("_proxy") for k in os.environ):
             # Plain HTTP (a local stand-in) and no proxy (which may speak TLS): no
@@ -328,15 +333,27 @@ class CrossChexClient:
         if wait > 0:
             self._sleep(wait)
 
+    def _answered(self, resp: httpx.Response, sent: int) -> None:
+        if self._on_answer is None:
+            return
+        sample = DateSample(resp.headers.get("date"), resp.headers.get("age"), sent, self._mono(),
+                            self._url.startswith("https://"), resp.request.url.host)  # verification is always on
+        try:
+            self._on_answer(sample)
+        except Exception:  # noqa: BLE001 - learning the time must never fail a call
+            log.exception("reading the Date of CrossChex Cloud failed")
+
     def _post(self, body: dict, namespace: str) -> tuple[dict, dict]:
         httpx = self._httpx
         self._wait_interval()
         data = json.dumps(body, separators=(",", ":")).encode()
         log.debug("CrossChex call %s (%d bytes)", namespace, len(data))
         status = 0
+        sent = self._mono()
         try:
             with self._http.stream("POST", self._url, content=data) as resp:
                 status = resp.status_code
+                self._answered(resp, sent)
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in resp.iter_bytes():

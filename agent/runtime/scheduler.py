@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from agent import redact
 from agent.config import Config
@@ -59,8 +59,9 @@ class Scheduler:
 
     def __init__(self, cfg: Config, insert: Insert, local_scans: LocalScans, *,
                  now: Callable[[], float] = time.time, first_delay: float | None = None,
-                 synced: Callable[[], bool] | None = None) -> None:
+                 synced: Callable[[], bool] | None = None, clock: Any = None) -> None:
         self.cfg = cfg
+        self._clock = clock  # each CrossChex answer's Date is one more reading for it
         self._insert = insert
         self._local_scans = local_scans
         self._now = now
@@ -119,7 +120,9 @@ class Scheduler:
     def _client_for_run(self) -> CrossChexClient:
         if self._client is None:
             # its waits (rate limit) end early, aborting the run, when stopped
-            self._client = make_crosschex_client(self.cfg, sleep=self._sleep)
+            learn = {} if self._clock is None else {"on_answer": self._clock.observe_answer,
+                                                     "mono_ns": self._clock.mono_ns}
+            self._client = make_crosschex_client(self.cfg, sleep=self._sleep, **learn)
         return self._client
 
     def _run_once(self, started: float) -> None:
@@ -167,5 +170,5 @@ def daemon_scheduler(parts: Parts) -> Scheduler | None:
     def insert(records: list[dict]) -> dict:
         return perform(parts, InsertRequest(tuple(records)))
 
-    return Scheduler(cfg, insert, local_scans, synced=lambda: parts.clock.synced)
+    return Scheduler(cfg, insert, local_scans, synced=lambda: parts.clock.synced, clock=parts.clock)
 
