@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import ssl
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
