@@ -25,8 +25,8 @@ Standard library only.
 
 from __future__ import annotations
 
-import calendar
 import re
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 __all__ = ["DRIFT_PPM", "Bound", "DateSample", "aged_error", "bound_of", "parse_http_date"]
@@ -83,13 +83,13 @@ def parse_http_date(text: str | None) -> int | None:
     else:
         return None
     month = _MONTHS.get(mon)
-    parts = (int(year), month or 0, int(day), int(hh), int(mm), int(ss))
-    if month is None or not (1 <= parts[2] <= 31 and parts[3] < 24 and parts[4] < 60 and parts[5] <= 60):
+    if month is None:
         return None
-    try:
-        return calendar.timegm(parts + (0, 0, 0))
-    except (OverflowError, ValueError):
+    try:  # datetime checks the day of the month; a leap second (:60) counts as :59
+        when = datetime(int(year), month, int(day), int(hh), int(mm), min(int(ss), 59), tzinfo=timezone.utc)
+    except ValueError:
         return None
+    return int(when.timestamp())
 
 
 def bound_of(sample: DateSample) -> Bound | None:
