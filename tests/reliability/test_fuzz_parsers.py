@@ -37,8 +37,9 @@ KEYS = {
               "connect_timeout", "read_timeout", "backoff_initial", "backoff_max", "batch_max", "ca_bundle",
               "send_delay"],
     "feedback": ["backend", "fallback", "green_pin", "red_pin", "buzzer_pin", "buzzer_type"],
-    "journal": ["segment_size", "retention_days"],
-    "time": ["unsynced", "trust_rtc", "use_adjtimex", "timesyncd_flag", "boot_id_path"],
+    "journal": ["segment_size", "retention_days", "allow_volatile"],
+    "time": ["unsynced", "trust_rtc", "use_adjtimex", "timesyncd_flag", "boot_id_path", "http_date_max_error",
+             "http_date_insecure"],
     "crosschex": ["url", "api_key", "api_secret", "api_secret_file", "tag_from", "mapping_file",
                   "match_seconds", "min_interval", "reconcile_every", "reconcile_window"],
 }
