@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import Callable
 from urllib.parse import urlsplit
 
 from agent.commands.doctor.base import (
@@ -25,7 +26,8 @@ from agent.commands.doctor.base import (
     errtext,
     result,
 )
-from agent.config import IflowConfig
+from agent.config import Config, IflowConfig
+from agent.runtime.wiring import make_clock
 from agent.tls import tls_context
 
 NET_TIMEOUT_S = 5.0  # DNS, TCP connect, TLS handshake
@@ -53,12 +55,29 @@ def _connect(infos: list, host: str, port: int) -> tuple[socket.socket | None, l
     return None, errors
 
 
-def _handshake(sock: socket.socket, host: str, ca_bundle: str | None) -> Result:
-    """The TLS handshake over ``sock``, with the agent's trust settings and SNI."""
+def _trusted_time(cfg: Config) -> Callable[[], float | None] | None:
+    """When the daemon checks certificates: this boot's trusted time (an HTTPS
+    Date or NTP anchor) while the kernel's clock is not synchronised."""
     try:
-        with tls_context(ca_bundle).wrap_socket(sock, server_hostname=host) as tls:
+        return make_clock(cfg).trusted_now_s
+    except Exception:  # noqa: BLE001 - no state dir yet, unreadable boot id: the wall clock, as OpenSSL would
+        return None
+
+
+def _handshake(sock: socket.socket, host: str, ca_bundle: str | None,
+               at: Callable[[], float | None] | None = None) -> Result:
+    """The TLS handshake over ``sock``, with the agent's trust settings, SNI, and
+    certificate times checked at the time the daemon checks them."""
+    try:
+        with tls_context(ca_bundle, at=at).wrap_socket(sock, server_hostname=host) as tls:
             version = tls.version()
     except ssl.SSLCertVerificationError as exc:
+        if exc.verify_code in (9, 10):  # not yet valid, expired: at the wall clock, which may be wrong
+            return result("iflow_tls", FAIL, f"the certificate of {host} is not valid now: "
+                          f"{exc.verify_message or exc.reason}",
+                          "check the clock (date -u): if it is wrong, let NTP through (UDP 123) or set it "
+                          "(sudo date -s 'YYYY-MM-DD HH:MM:SS'); the daemon learns the time from iFlow's own "
+                          "Date when it can (agent status: cert_time_problem)")
         return result("iflow_tls", FAIL, f"the certificate of {host} is not trusted: "
                       f"{exc.verify_message or exc.reason}",
                       "check the clock (a wrong date breaks certificates), iflow.ca_bundle, "
@@ -100,10 +119,11 @@ def check_iflow(ctx: Ctx) -> list[Result]:
                           f"check the network, DNS and firewall (outgoing TCP port {port}), and iflow.url"))
         return out
     out.append(result("iflow_connect", PASS, f"TCP connection to {sock.getpeername()[0]} port {port}"))
+    at = _trusted_time(ctx.cfg) if https else None
 
     try:
         if https:
-            tls = _handshake(sock, host, ic.ca_bundle)
+            tls = _handshake(sock, host, ic.ca_bundle, at)
             out.append(tls)
             if tls.status != PASS:
                 return out
@@ -113,7 +133,7 @@ def check_iflow(ctx: Ctx) -> list[Result]:
     finally:
         sock.close()
 
-    out.append(_answers(ic))
+    out.append(_answers(ic, at))
     return out
 
 
@@ -122,7 +142,7 @@ def _no_answer(host: str | None, seconds: float) -> Result:
                   "iFlow may be overloaded or a firewall drops the traffic; try again later")
 
 
-def _answers(ic: IflowConfig) -> Result:
+def _answers(ic: IflowConfig, at: Callable[[], float | None] | None = None) -> Result:
     """One real request with the token and no scans, built and sent by the delivery client."""
     # lazy: httpx (~0.2 s to import on a Pi) is only needed when [iflow] is configured
     from agent.delivery.client import DeliveryError, IflowClient
@@ -135,7 +155,7 @@ def _answers(ic: IflowConfig) -> Result:
         # doctor's own capped timeouts and User-Agent; otherwise the daemon's client settings
         with IflowClient(ic.url, ic.access_token, ic.client_version, csv_data_in=ic.csv_data_in,
                          max_url_bytes=ic.max_url_bytes, connect_timeout=connect_t, read_timeout=read_t,
-                         verify=ic.ca_bundle or True, user_agent=DOCTOR_USER_AGENT) as client:
+                         verify=ic.ca_bundle or True, user_agent=DOCTOR_USER_AGENT, verify_at=at) as client:
             return client.answer_empty_batch()
 
     try:
