@@ -216,12 +216,12 @@ def source_words(ts: Mapping[str, Any], waiting_for: str | None = None) -> str:
         parts = [f"NOT synchronised now: corrected from this boot's last NTP sync{f' ({at})' if at else ''}", wall]
         return f"ntp ({'; '.join(p for p in parts if p)})"
     if source == "https-date":
-        parts = [_error(ts), at and f"confirmed {at}", wall]
-        return f"https-date ({', '.join(p for p in parts[:2] if p)}{f'; {wall}' if wall else ''})"
+        inner = "; ".join(p for p in (", ".join(p for p in (_error(ts), at and f"confirmed {at}") if p), wall) if p)
+        return f"https-date ({inner})" if inner else "https-date"
     if waiting_for in ("ntp or https-date", "https-date"):
         return "NOT synchronised — waiting for NTP or iFlow's HTTPS Date"
     if waiting_for == "ntp":
-        return f"NOT synchronised — waiting for NTP ({_HTTPS_ONLY})"
+        return "NOT synchronised — waiting for NTP, the only source (iFlow's Date is used only over verified HTTPS)"
     return "NOT synchronised — waiting for NTP"
 
 

@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 
 from agent import __version__
-from agent.clock.reasons import explain
+from agent.clock.reasons import CERT_FIX, IFLOW_FIX, NTP_FIX, disagreement_words, explain, source_words
 from agent.config import Config
 from agent.fsinfo import not_a_directory
 from agent.runtime.access import call
@@ -97,9 +97,7 @@ def render(st: dict, cfg: Config) -> list[str]:
     for r in st.get("readers", []):
         state = "connected" if r["connected"] else f"NOT CONNECTED ({r.get('error') or 'waiting'})"
         lines.append(f"  reader {r['name']}: {state}")
-    if st.get("clock_synced") is False:
-        lines.append("  clock: NOT synchronised (scans are stamped now and corrected when it syncs; "
-                     "check: timedatectl timesync-status)")
+    lines += _clock_lines(st, cfg)
     for q in st.get("quarantined") or []:
         lines.append(f"  UNREADABLE journal file moved aside: {q}")
     if st.get("note"):
@@ -122,3 +120,42 @@ def _held_lines(st: dict, cfg: Config) -> list[str]:
         out.append(f"            true time between {local_time(hd['bound_from'], cfg)} and "
                    f"{local_time(hd.get('bound_to'), cfg)}")
     return out
+
+
+def _clock_lines(st: dict, cfg: Config) -> list[str]:
+    """The time source in use, or what the clock waits for and what to do;
+    then a disagreement of iFlow's Date with NTP, and a certificate the wall
+    clock is outside of."""
+    if "time_source" not in st:  # a daemon of an older version: the sync state only
+        if st.get("clock_synced") is False:
+            return ["  clock: NOT synchronised (scans are stamped now and corrected when it syncs; "
+                    f"check: {NTP_FIX})"]
+        return []
+    hd = st.get("held_detail") or {}
+    waiting_for = hd.get("waiting_for")
+    if st.get("time_source") is None and waiting_for is None:
+        waiting_for = _waiting_for(cfg)
+    lines = [f"  clock: {source_words(st, waiting_for)}"]
+    if st.get("time_source") is None:
+        wait = int((st.get("held") or {}).get("wait") or 0)
+        if wait:  # what to do is said with them, above
+            lines.append(f"         {wait} scan{'s' if wait != 1 else ''} of this boot held until the time is known")
+        else:
+            fix = NTP_FIX if waiting_for == "ntp" else f"{NTP_FIX}; or {IFLOW_FIX}"
+            lines.append(f"         what to do: {fix}")
+    seen = disagreement_words(st)
+    if seen is not None:
+        lines.append(f"  clock: {seen[0]} — {seen[1]}")
+    if st.get("cert_time_problem"):
+        lines.append(f"  clock: {st['cert_time_problem']}")
+        if st.get("time_source") is None:
+            lines.append(f"         what to do: {CERT_FIX}")
+    return lines
+
+
+def _waiting_for(cfg: Config) -> str:
+    # Only when nothing waits (else held_detail says it): the composition root
+    # costs `agent status` the journal's imports, so it is loaded only here.
+    from agent.runtime.wiring import waiting_for
+
+    return waiting_for(cfg)

@@ -107,7 +107,7 @@ class TimeProbe:
             sample, _ = self._head(self._client)
         except httpx.HTTPError as exc:
             why = cert_time_error(exc)
-            if why is None:
+            if why is None or not self.clock.needs_time():  # checked at a trusted time: really invalid
                 self.last_problem = f"cannot reach {self.host}: {redact(str(exc))[:200] or type(exc).__name__}"
                 log.info("learning the time: %s", self.last_problem)
                 return False
