@@ -48,6 +48,22 @@ event ``"jump:-3600.0s"``. Boots are kept in the order they were first seen
 Only the daemon calls ``observe()``; other processes (``agent flush``) only
 read the store (:meth:`AnchorStore.reload`).
 
+A second source: iFlow's HTTPS Date (:mod:`agent.clock.httpdate`)
+-----------------------------------------------------------------
+Where NTP is blocked the kernel never synchronises, yet every answer of
+iFlow over verified TLS carries a ``Date``. With the boot clock read when
+the request left and when the answer came, it bounds this boot's offset to
+about ±(0.5 s + half the round trip): :meth:`Clock.observe_answer`. While the
+kernel's clock is not trusted and the boot has no NTP anchor, a bound within
+``time.http_date_max_error`` (5 s) is an anchor like an NTP one (the boot's
+file entry says ``"https"``, ``"ntp": false``), so the boot's scans are
+corrected exactly as after a sync; a tighter one later replaces it. NTP
+(or a trusted RTC) always wins: an NTP anchor is newer and counts, a Date
+that disagrees with it by more than its own bound plus a second is logged
+and kept (``"disagree"``) for ``agent doctor``. Plain HTTP answers are never
+believed unless ``time.http_date_insecure``. Before a delivery pass needs
+the time, :mod:`agent.delivery.timeprobe` asks for it with a token-less HEAD.
+
 Effective time (:meth:`Clock.effective`, :mod:`agent.clock.policy`), in order
 -----------------------------------------------------------------------------
 1. The record's boot has an anchor: the time is ``mono_ns + offset`` where
@@ -117,6 +133,7 @@ exist (03:00 EET -> 04:00 EEST). Records are ordered by their UTC instant.
 Modules
 -------
 * :mod:`agent.clock.policy`: the pure decision rules above (standard library only);
+* :mod:`agent.clock.httpdate`: what an answer's Date says about the true time (pure);
 * :mod:`agent.clock.reasons`: each held status in words, with what to do (pure);
 * :mod:`agent.clock.sources`: the machine's clocks, boot id and ``adjtimex``;
 * :mod:`agent.clock.anchors`: the anchor file;
