@@ -22,8 +22,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-__all__ = ["CERT_FIX", "HELD", "IFLOW_FIX", "NTP_FIX", "RELEASABLE", "disagreement_words", "explain",
-           "first_line", "needs_person", "source_words", "span", "utc_minute", "wall_clock_words"]
+__all__ = ["CERT_FIX", "HELD", "IFLOW_FIX", "NTP_FIX", "RELEASABLE", "disagreement_words", "error_words",
+           "explain", "first_line", "https_words", "needs_person", "source_words", "span", "utc_minute",
+           "wall_clock_words"]
 
 #: The held statuses, in the order they are shown.
 HELD = ("held_unsynced", "held_insane", "wait", "invalid")
@@ -82,7 +83,10 @@ _OVERDUE = (
 _WAIT: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "ntp": (
         (_WORDS["wait"][0] + f" ({_HTTPS_ONLY})", _WORDS["wait"][1], _WORDS["wait"][2]),
-        (_OVERDUE[0].replace(", and they wait", f"; {_HTTPS_ONLY}; they wait"), _OVERDUE[1], _OVERDUE[2]),
+        ("taken in this boot, whose clock has not synchronised although NTP has had more than its grace "
+         "period: NTP is probably blocked or unreachable (a firewall, a VM or container), and it is the only "
+         "source (iFlow's Date is used only over verified HTTPS): they wait for it for good",
+         _OVERDUE[1], _OVERDUE[2]),
     ),
     "ntp or https-date": (
         ("taken in this boot before the clock synchronised: they are sent with the corrected time as soon "
@@ -193,11 +197,20 @@ def wall_clock_words(error_s: Any) -> str | None:
     return f"the wall clock is {span(error_s)} {'behind' if error_s < 0 else 'ahead'}"
 
 
-def _error(ts: Mapping[str, Any]) -> str | None:
+def error_words(ts: Mapping[str, Any]) -> str | None:
+    """``"±0.5 s"`` for ``time_error_seconds`` (None when unknown)."""
     e = ts.get("time_error_seconds")
     if not isinstance(e, (int, float)) or isinstance(e, bool):
         return None
     return f"±{e:.1f} s" if e >= 0.1 else f"±{e:.3f} s"
+
+
+def https_words(ts: Mapping[str, Any]) -> str:
+    """``"±0.5 s, confirmed 2026-12-02 01:36 UTC; the wall clock is 3 h 0 min behind"``:
+    what is known of a time learned from iFlow's HTTPS Date."""
+    at = utc_minute(ts.get("time_confirmed_at"))
+    head = ", ".join(p for p in (error_words(ts), at and f"confirmed {at}") if p)
+    return "; ".join(p for p in (head, wall_clock_words(ts.get("wall_clock_error_seconds"))) if p)
 
 
 def source_words(ts: Mapping[str, Any], waiting_for: str | None = None) -> str:
@@ -210,13 +223,13 @@ def source_words(ts: Mapping[str, Any], waiting_for: str | None = None) -> str:
     if source == "rtc":
         return "rtc (trusted without NTP: time.trust_rtc = true)"
     if source == "ntp" and ts.get("clock_synced", True):
-        err = _error(ts)
+        err = error_words(ts)
         return f"ntp (synchronised, {err})" if err else "ntp (synchronised)"
     if source == "ntp":  # an NTP anchor of this boot; the kernel's clock no longer synchronised
         parts = [f"NOT synchronised now: corrected from this boot's last NTP sync{f' ({at})' if at else ''}", wall]
         return f"ntp ({'; '.join(p for p in parts if p)})"
     if source == "https-date":
-        inner = "; ".join(p for p in (", ".join(p for p in (_error(ts), at and f"confirmed {at}") if p), wall) if p)
+        inner = https_words(ts)
         return f"https-date ({inner})" if inner else "https-date"
     if waiting_for in ("ntp or https-date", "https-date"):
         return "NOT synchronised — waiting for NTP or iFlow's HTTPS Date"

@@ -15,7 +15,14 @@ import time
 from datetime import datetime
 
 from agent import __version__
-from agent.clock.reasons import CERT_FIX, IFLOW_FIX, NTP_FIX, disagreement_words, explain, source_words
+from agent.clock.reasons import (
+    CERT_FIX,
+    IFLOW_FIX,
+    NTP_FIX,
+    disagreement_words,
+    explain,
+    source_words,
+)
 from agent.config import Config
 from agent.fsinfo import not_a_directory
 from agent.runtime.access import call
@@ -128,8 +135,8 @@ def _clock_lines(st: dict, cfg: Config) -> list[str]:
     clock is outside of."""
     if "time_source" not in st:  # a daemon of an older version: the sync state only
         if st.get("clock_synced") is False:
-            return ["  clock: NOT synchronised (scans are stamped now and corrected when it syncs; "
-                    f"check: {NTP_FIX})"]
+            return [("  clock: NOT synchronised (scans are stamped now and corrected when it syncs; "
+                     f"check: {NTP_FIX})")]
         return []
     hd = st.get("held_detail") or {}
     waiting_for = hd.get("waiting_for")

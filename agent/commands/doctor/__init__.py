@@ -24,8 +24,10 @@ when it did not pass, what to do. In order:
                    holds it, which is fine)
 ``gpio``           the gpiozero pin factory constructs (only when
                    ``feedback.backend = "gpio"``)
-``clock``          the wall clock is synchronised (WARN otherwise, with the
-                   number of scans held for it)
+``clock``          where the time comes from (NTP, iFlow's HTTPS Date, RTC)
+                   and its error; WARN/FAIL with what to do when neither
+                   works; WARN on a Date/NTP disagreement or a wall clock
+                   outside iFlow's certificate
 ``iflow_dns``      the iFlow host resolves
 ``iflow_connect``  a TCP connection opens
 ``iflow_tls``      the TLS handshake passes (https; a WARN for http://)

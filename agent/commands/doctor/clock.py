@@ -11,6 +11,7 @@ daemon would build it."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from agent.clock.reasons import (
@@ -18,7 +19,9 @@ from agent.clock.reasons import (
     IFLOW_FIX,
     NTP_FIX,
     disagreement_words,
+    error_words,
     explain,
+    https_words,
     source_words,
     span,
     utc_minute,
@@ -49,36 +52,41 @@ def check_clock(ctx: Ctx) -> list[Result]:
         learned = ts.get("time_source") is not None
         found.append(result("clock", WARN if learned else FAIL, str(ts["cert_time_problem"]), CERT_FIX))
     elif floor_s is not None and ts.get("time_source") is None:
-        found.append(_behind_floor(floor_s))
+        behind = _behind_floor(floor_s)
+        found += [behind] if behind is not None else []
     return [*found, *held_lines]
 
 
 def _read(ctx: Ctx) -> tuple[dict[str, Any], bool, float | None]:
     """(the ``time_*`` fields, whether the kernel's clock is synchronised, the
     newest trusted time ever recorded or None when the daemon answered)."""
-    t = ctx.cfg.time
     if ctx.daemon is not None and "time_source" in ctx.daemon:
         return ctx.daemon, bool(ctx.daemon.get("clock_synced")), None
-    if ctx.daemon is not None or ctx.daemon_problem is not None:
-        # a daemon of an older version, or one that does not answer: it owns
-        # clock.json, so only the kernel is asked
-        synced = ClockSources(use_adjtimex=t.use_adjtimex, timesyncd_flag=t.timesyncd_flag,
-                              trust_rtc=t.trust_rtc, boot_id_path=t.boot_id_path).synced()
-        return {"time_source": ("rtc" if t.trust_rtc else "ntp") if synced else None}, synced, None
-    clock = make_clock(ctx.cfg)
-    return clock.time_source(), clock.synced, clock.cert_floor_s()
+    if ctx.daemon is None and ctx.daemon_problem is None:
+        try:
+            clock = make_clock(ctx.cfg)
+        except (OSError, ValueError):  # the boot id unreadable: the kernel's word alone
+            pass
+        else:
+            return clock.time_source(), clock.synced, clock.cert_floor_s()
+    # A daemon of an older version, or one that does not answer: it owns clock.json.
+    t = ctx.cfg.time
+    synced = ClockSources(use_adjtimex=t.use_adjtimex, timesyncd_flag=t.timesyncd_flag,
+                          trust_rtc=t.trust_rtc, boot_id_path=t.boot_id_path).synced()
+    return {"time_source": ("rtc" if t.trust_rtc else "ntp") if synced else None}, synced, None
 
 
 def _source(ctx: Ctx, ts: dict[str, Any], synced: bool, reasons: list[dict], waits_for: str) -> Result:
     source = ts.get("time_source")
     if source == "rtc":
         return result("clock", PASS, "trusted without NTP (time.trust_rtc = true)")
-    if synced or source == "https-date":
-        text = source_words({**ts, "clock_synced": synced})
-        if source == "https-date":
-            text = (f"time from iFlow's HTTPS Date: {text}; NTP is not synchronised, scans are sent with "
-                    "this time")
-        return result("clock", PASS, text.replace("ntp (synchronised", "synchronised (NTP", 1))
+    if synced:
+        err = error_words(ts)
+        return result("clock", PASS, f"synchronised (NTP, {err})" if err else "synchronised (NTP)")
+    if source == "https-date":
+        known = https_words(ts)
+        return result("clock", PASS, f"time from iFlow's HTTPS Date{f' ({known})' if known else ''}: scans are "
+                      "sent with it; NTP is not synchronised")
     if source == "ntp":
         return result("clock", WARN, f"{source_words({**ts, 'clock_synced': False})}", NTP_FIX)
     text = "NOT synchronised: scans are stamped now and corrected once it syncs"
@@ -107,21 +115,18 @@ def _ntp_only(cfg: Config) -> str:
             "HTTPS")
 
 
-def _behind_floor(floor_s: float) -> Result:
+def _behind_floor(floor_s: float) -> Result | None:
     """The wall clock behind the newest trusted time this device ever recorded:
     certainly wrong, and iFlow's certificate may not be valid at it yet."""
     now = time.time()
     if now >= floor_s - _BEHIND_FLOOR_S:
-        return result("clock", PASS, f"the wall clock is not behind the newest trusted time this device "
-                      f"recorded ({_utc(floor_s)})")
+        return None
     return result("clock", WARN, f"the wall clock ({_utc(now)}) is at least {span(floor_s - now)} behind: "
                   f"this device recorded {_utc(floor_s)} as a trusted time before; if iFlow's certificate starts "
                   "after the wall clock, TLS fails before iFlow's Date can set it", CERT_FIX)
 
 
 def _utc(seconds: float) -> str:
-    from datetime import datetime, timezone
-
     return str(utc_minute(datetime.fromtimestamp(seconds, timezone.utc).isoformat()))
 
 
