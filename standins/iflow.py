@@ -73,6 +73,10 @@ until switched off, after a queued fault (which still comes first):
 ``date_offset_s = 60``      the server's clock is that far ahead (its ``Date``)
 ``send_date = False``       answers carry no ``Date`` (RFC 9110 allows it only
                             for a server without a clock)
+``log_requests = True``     :attr:`IflowStandin.request_log` lists every GET
+                            and HEAD as (method, time.time(), target) in the
+                            order they arrived (what came before the time was
+                            learned)
 =========================  ====================================================
 
 Every answer carries a ``Date`` header from the stand-in's clock, as nginx
@@ -276,6 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.server.standin
         with st._lock:
             st._heads += 1
+            st._log("HEAD", self.path)
         self._read_body()
         if st.latency_s > 0:
             st._stopping.wait(st.latency_s)
@@ -466,6 +471,7 @@ class IflowStandin:
         wrap_data: bool = False,
         date_offset_s: float = 0.0,
         send_date: bool = True,
+        log_requests: bool = False,
     ) -> None:
         if csv_data_in not in ("query", "json-body"):
             raise ValueError("csv_data_in must be 'query' or 'json-body'")
@@ -482,6 +488,8 @@ class IflowStandin:
         self.latency_s = latency_s
         self.date_offset_s = date_offset_s
         self.send_date = send_date
+        self.log_requests = log_requests
+        self.request_log: list[tuple[str, float, str]] = []
         self.outage = outage
         self.poison_tags = set(poison_tags or ())
         self.poison_longer_than = poison_longer_than
@@ -610,6 +618,12 @@ class IflowStandin:
         with self._lock:
             self._requests += 1
             self.last_target = target
+            self._log("GET", target)
+
+    def _log(self, method: str, target: str) -> None:
+        """Under ``_lock``: one line of :attr:`request_log` when ``log_requests``."""
+        if self.log_requests:
+            self.request_log.append((method, time.time(), target))
 
     def _poison(self, records: list[dict]) -> int | None:
         """Index of the first record that makes the whole batch fail, or None."""

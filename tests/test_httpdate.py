@@ -210,8 +210,8 @@ def test_a_tighter_answer_replaces_the_estimate_and_a_contradicting_one_is_ignor
     assert c.time_source()["time_error_seconds"] < 0.6
     anchors = AnchorStore(m.store_path).get("boot-0").anchors
     m.advance(5)
-    assert c.observe_answer(sample(m, skew_s=-40)) == []  # a server stepped back: not believed
-    assert "disagrees by -40" in caplog.text
+    assert c.observe_answer(sample(m, skew_s=40)) == []  # a server stepped ahead: not believed
+    assert "disagrees by +40" in caplog.text
     assert AnchorStore(m.store_path).get("boot-0").anchors == anchors
 
 
@@ -380,3 +380,28 @@ def test_the_head_waits_for_no_scan(tmp_path, ca):
         d.close()
     finally:
         st.stop()
+
+
+def test_a_date_before_the_build_date_is_never_used(tmp_path, caplog):
+    m = Machine(tmp_path, datetime(2026, 12, 2, 6, 0, tzinfo=UTC), err_s=-3 * 3600)
+    c = m.clock(build_time=datetime(2026, 11, 1, tzinfo=UTC))
+    c.observe()
+    assert c.observe_answer(sample(m, skew_s=-60 * 86400)) == []  # a server whose clock says October
+    assert c.needs_time() and "before the newest trusted time" in caplog.text
+
+
+def test_failed_probes_follow_the_delivery_back_off(tmp_path):
+    now = [100.0]
+    m = real_machine(tmp_path, err_s=-3 * 3600)
+    c = m.clock()
+    c.observe()
+    probe = TimeProbe("https://127.0.0.1:9/x", c, connect_timeout=0.5, read_timeout=0.5, retry_initial=2.0,
+                      retry_max=5.0, monotonic=lambda: now[0])  # port 9: refused
+    waits = []
+    for _ in range(4):
+        assert probe.due() and probe.learn() is False
+        start = now[0]
+        while not probe.due():
+            now[0] += 0.5
+        waits.append(now[0] - start)
+    assert waits == [2.0, 4.0, 5.0, 5.0]

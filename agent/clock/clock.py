@@ -187,6 +187,12 @@ class Clock:
         if bound.error_ns > self._max_error_ns:
             log.debug("Date of %s too loose to use (±%.1f s)", origin, bound.error_ns / _S)
             return []
+        floor = int(self.cert_floor_s() * _S)
+        if bound.true_ns + bound.error_ns < floor:  # time only moves forward: a server clock set in the past
+            self._note(f"the Date of {origin} ({ns_to_datetime(bound.true_ns):%Y-%m-%d %H:%M} UTC) is before the "
+                       f"newest trusted time this device recorded ({ns_to_datetime(floor):%Y-%m-%d %H:%M} UTC): "
+                       "not used", bound.mono_ns)
+            return []
         current = self._https
         if current is not None and abs(bound.offset_ns - current.offset_ns) > (
                 bound.error_ns + aged_error(current, bound.mono_ns)):

@@ -40,7 +40,6 @@ log = logging.getLogger("agent.timekeeping")
 
 __all__ = ["TimeProbe"]
 
-RETRY_S = (30.0, 60.0, 120.0, 300.0, 600.0)  # after a failed probe
 REFRESH_S = 3600.0  # a boot on the HTTPS Date re-checks it at least this often
 
 
@@ -54,6 +53,7 @@ class TimeProbe:
     def __init__(self, url: str, clock: Any, *, ca_bundle: str | None = None, insecure: bool = False,
                  connect_timeout: float = 5.0, read_timeout: float = 15.0, user_agent: str = "rfid-agent",
                  transport: httpx.BaseTransport | None = None,
+                 retry_initial: float = 2.0, retry_max: float = 300.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         parsed = httpx.URL(url)
         self.origin = str(parsed.copy_with(path="/", query=None, fragment=None))
@@ -67,6 +67,7 @@ class TimeProbe:
         self._headers = {"User-Agent": user_agent, "Cache-Control": "no-cache", "Pragma": "no-cache"}
         self._transport = transport
         self._monotonic = monotonic
+        self._retry = (retry_initial, retry_max)  # as delivery's back-off: iFlow back means the time back soon
         self._client: httpx.Client | None = None
         self._failures = 0
         self._next = float("-inf")
@@ -95,7 +96,8 @@ class TimeProbe:
             self._failures, self._next, self._last_ok = 0, float("-inf"), self._monotonic()
             self.last_problem = None
             return True
-        self._next = self._monotonic() + RETRY_S[min(self._failures, len(RETRY_S) - 1)]
+        first, most = self._retry
+        self._next = self._monotonic() + min(most, first * 2 ** min(self._failures, 30))
         self._failures += 1
         return False
 

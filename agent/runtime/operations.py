@@ -119,6 +119,8 @@ def status(parts: Parts, req: StatusRequest, progress: Progress | None = None) -
                     "last_error": "delivery not configured ([iflow] missing)" if d is not None else None})
     elif parts.delivery is not None:
         out.update(parts.delivery.state())
+        if not out["pending"]:  # the daemon recounts held ones at most once a minute: none can be left
+            out.update(held={}, held_detail={})
     else:
         backlog = count_backlog(parts.journal, parts.clock, parts.cfg.time.unsynced)
         if backlog.held.get("wait"):

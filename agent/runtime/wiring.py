@@ -75,7 +75,8 @@ def make_timeprobe(cfg: Config, clock):
 
     ic = cfg.iflow
     return TimeProbe(ic.url, clock, ca_bundle=ic.ca_bundle, insecure=cfg.time.http_date_insecure,
-                     connect_timeout=ic.connect_timeout, read_timeout=ic.read_timeout)
+                     connect_timeout=ic.connect_timeout, read_timeout=ic.read_timeout,
+                     retry_initial=ic.backoff_initial, retry_max=ic.backoff_max)
 
 
 def make_deliverer(cfg: Config, journal: Journal, clock):

@@ -91,6 +91,16 @@ PROMISES = [
      "tests/reliability/test_isolation.py", "The real Deliverer and IflowClient against the stand-in's "
      "Laravel-like modes on 127.0.0.1 (poison records with 500 and 422, outages, echo formats), real "
      "journals, the real Clock over injected clock sources."),
+    ("https_date", "No wrong time sent, even when NTP never answers: a boot whose clock is hours off and "
+                   "never synchronised holds its scans until iFlow's Date over verified TLS gives the "
+                   "true time (learned by a HEAD that carries no token, before any scan is sent), then "
+                   "every scan of the boot is delivered with its true local time; a plain-HTTP Date, or "
+                   "one from a certificate that does not verify, is never used; NTP wins over a Date "
+                   "that disagrees.",
+     "tests/reliability/test_https_date.py, tests/test_https_date.py", "The real daemon under libfaketime "
+     "(wall clock 3 h behind, kernel and timesyncd sources unsynchronised) on a pseudo-terminal, the "
+     "stand-in iFlow over TLS from a trustme CA, unreachable while the cards are scanned, then up; "
+     "delivered times compared with the true moment each card was fed."),
     ("sigkill", "Every acknowledged scan survives SIGKILL of the daemon at any instant.",
      "tests/test_daemon.py, tests/test_delivery.py", "SIGKILL loops of the daemon while scanning and of "
      "`agent flush` while delivering."),
