@@ -117,6 +117,10 @@ class Deliverer:
         if self.timeprobe is not None and self.timeprobe.due():
             self.timeprobe.learn()
 
+    def probe_in(self) -> float:
+        """Seconds until the time probe wants a pass (inf: it does not)."""
+        return float("inf") if self.timeprobe is None else self.timeprobe.wait_s()
+
     def close(self) -> None:
         self.client.close()
         if self.timeprobe is not None:

@@ -84,6 +84,13 @@ class TimeProbe:
         return (self.clock.time_source()["time_source"] == "https-date"
                 and self._monotonic() - self._last_ok >= REFRESH_S)
 
+    def wait_s(self) -> float:
+        """Seconds until a probe is due while this boot needs the time (inf when
+        it does not): the uploader passes then, so the time comes soon after iFlow does."""
+        if not self.usable or not self.clock.needs_time():
+            return float("inf")
+        return max(0.0, self._next - self._monotonic())
+
     def learn(self) -> bool:
         """One HEAD (two when the certificate is not valid at the wall clock);
         True when the boot has a trusted time afterwards. Never raises."""

@@ -96,3 +96,5 @@ class Uploader:
             except Exception:
                 log.exception("uploader pass failed")
                 self._stop.wait(5.0)
+            # scans wait for the time: pass again when the next time probe is due
+            poll_at = min(poll_at, time.monotonic() + self.deliverer.probe_in())
