@@ -28,6 +28,11 @@ takes the server's Date D only if floor <= D and every certificate of the chain
 was valid at D (:func:`cert_window`): an attacker must hold the key of a
 certificate still valid after the floor, and even then can only move the clock
 within that certificate's life and never before a time this device already saw.
+The time so learned is then the one every certificate is checked at, the
+token-carrying requests' included: such an attacker (the key of an old iFlow
+certificate, stolen, still valid after the floor) could then also stand in
+for iFlow, as one holding iFlow's current key always could. Without a
+battery clock there is no stronger anchor; NTP, when it answers, replaces it.
 A certificate not yet valid by the wall clock says nothing against the server:
 nobody can obtain one before its CA signed it; it says the wall clock is behind.
 """

@@ -540,3 +540,16 @@ def test_fuzz_client_end_to_end(answers) -> None:
                 assert isinstance(r, CcRecord)
         except CrossChexError as exc:
             assert exc.kind in {"auth", "rate_limited", "bad_answer", "http", "token"}
+
+
+def test_every_answer_hands_its_date_to_the_clock(standin: CrossChexStandIn) -> None:
+    """The daemon's reconciliation teaches the clock too (a plain-HTTP stand-in: never authenticated)."""
+    from agent.clock.httpdate import parse_http_date
+
+    samples: list = []
+    ticks = iter(range(0, 10**12, 1000))
+    with client_for(standin, FakeClock(), on_answer=samples.append, mono_ns=lambda: next(ticks)) as client:
+        list(client.records(BEGIN, END))
+    assert len(samples) == 4  # the token and three pages
+    assert all(parse_http_date(s.date) and not s.authenticated and s.sent_ns < s.received_ns for s in samples)
+    assert {s.origin for s in samples} == {"127.0.0.1"}

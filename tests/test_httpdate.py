@@ -405,3 +405,50 @@ def test_failed_probes_follow_the_delivery_back_off(tmp_path):
             now[0] += 0.5
         waits.append(now[0] - start)
     assert waits == [2.0, 4.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize("age", ["999999999", "61", "\u00b2", "-1"])
+def test_an_age_that_is_not_a_fresh_copy_says_nothing(age):
+    base = DateSample("Wed, 02 Dec 2026 01:00:00 GMT", age, 10 * S, 10 * S, True, "h")
+    assert bound_of(base) is None
+
+
+@pytest.mark.parametrize("detail", ['{"error_ns": NaN, "mono_ns": 1, "confirmed_ns": 1}',
+                                    '{"error_ns": 1e300, "mono_ns": 1, "confirmed_ns": 1}',
+                                    '{"error_ns": true, "mono_ns": 1, "confirmed_ns": 1}'])
+def test_a_damaged_detail_is_dropped_and_the_clock_still_starts(tmp_path, detail):
+    m = behind(tmp_path)
+    Path(m.store_path).write_text('{"version": 1, "boots": [{"boot_id": "boot-0", "anchors": [[1, 2]], '
+                                  f'"first": null, "last": null, "ntp": false, "https": {detail}, '
+                                  '"disagree": {"seconds": Infinity, "wall_ns": 1}}]}')
+    c = m.clock()
+    c.observe()
+    b = AnchorStore(m.store_path).get("boot-0")
+    assert b.https is None and b.disagree is None and b.offset == 2  # the anchor itself is kept
+    assert c.time_source()["time_disagreement_seconds"] is None
+
+
+def test_ntp_anchoring_first_wins_the_race(tmp_path):
+    """The kernel's anchor lands between the Date's reading and its anchor: the Date's is refused."""
+    m = behind(tmp_path)
+    c = m.clock()
+    c.observe()
+    c._store.add_anchor("boot-0", m.wall(), m.mono)  # what observe() writes when NTP syncs
+    c._state = (False, c._state[1])  # ...before this thread saw the sync
+    assert c._save_https(bound_of(sample(m)), "iflow.example", anchor=True) is False
+    assert c._store.get("boot-0").https is None
+
+
+def test_every_disagreement_is_kept_although_the_log_is_quiet(tmp_path, caplog):
+    m = Machine(tmp_path, datetime(2026, 12, 2, 6, 0, tzinfo=UTC), synced=True,
+                boot_id="boot-0")
+    c = m.clock(build_time=datetime(2026, 11, 1, tzinfo=UTC))
+    c.observe()
+    c.observe_answer(sample(m, skew_s=60))
+    m.advance(10)
+    c.observe_answer(sample(m))  # agrees: cleared
+    assert c.time_source()["time_disagreement_seconds"] is None
+    m.advance(10)
+    c.observe_answer(sample(m, skew_s=90))  # within the hour: not logged again, but kept
+    assert c.time_source()["time_disagreement_seconds"] == pytest.approx(90, abs=1)
+    assert caplog.text.count("disagrees with NTP") == 1

@@ -30,7 +30,7 @@ from tests.support.harness import Daemon, Pty, run_cli, wait_ready, write_config
 TOKEN = "tok-HTTPSDATE-5c1e"
 TZ = ZoneInfo("Europe/Bucharest")
 BEHIND = -3 * 3600.0  # the daemon's wall clock: 3 hours behind
-WAIT = 90.0  # generous: a failed time probe is retried after 30 s (agent.delivery.timeprobe.RETRY_S)
+WAIT = 90.0  # generous: a failed time probe is retried on the delivery back-off (agent.delivery.timeprobe)
 
 needs_faketime = pytest.mark.skipif(faketime.missing() is not None, reason=str(faketime.missing()))
 

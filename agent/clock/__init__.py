@@ -45,8 +45,10 @@ synchronised it. A step is ``|Δ(wall - mono)| > jump_threshold_s`` between two
 observations; it is logged as a warning with its size and returned as the
 event ``"jump:-3600.0s"``. Boots are kept in the order they were first seen
 (the last 50), anchors per boot bounded (the first and the newest).
-Only the daemon calls ``observe()``; other processes (``agent flush``) only
-read the store (:meth:`AnchorStore.reload`).
+The process that owns the journal writes the store: the daemon, or without
+one ``agent flush`` (its HTTPS anchors) and ``agent status`` (``observe()``);
+the journal's lock keeps it to one at a time. Others only read it
+(:meth:`AnchorStore.reload`).
 
 A second source: iFlow's HTTPS Date (:mod:`agent.clock.httpdate`)
 -----------------------------------------------------------------

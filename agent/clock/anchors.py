@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from typing import Any, Callable, NamedTuple
@@ -50,11 +51,16 @@ def _pair(v: Any, what: str) -> tuple[int, int]:
 _HTTPS_KEYS = ("error_ns", "mono_ns", "confirmed_ns")
 
 
+def _number(v: Any) -> bool:
+    """A finite number a clock could hold (json reads NaN, Infinity and 1e300 too)."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and abs(v) < 2**62)
+
+
 def _ints(v: Any, keys: tuple[str, ...]) -> dict | None:
     """An optional detail of a boot: kept when whole, else dropped (never worth
     moving the anchors aside for)."""
-    if not isinstance(v, dict) or not all(isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool)
-                                         for k in keys):
+    if not isinstance(v, dict) or not all(_number(v.get(k)) for k in keys):
         return None
     return {k: v[k] for k in keys} | ({"origin": v["origin"]} if isinstance(v.get("origin"), str) else {})
 
@@ -166,14 +172,18 @@ class AnchorStore:
             self._save()
             return True
 
-    def add_anchor(self, boot_id: str, wall_ns: int, mono_ns: int, *, https: dict | None = None) -> None:
+    def add_anchor(self, boot_id: str, wall_ns: int, mono_ns: int, *, https: dict | None = None) -> bool:
         """Record a synchronised observation (wall_ns, mono_ns) of ``boot_id``:
         the kernel's clock, or (``https``: ``error_ns``, ``mono_ns``,
-        ``confirmed_ns``, ``origin``) the true time an HTTPS Date gave."""
+        ``confirmed_ns``, ``origin``) the true time an HTTPS Date gave. An
+        HTTPS anchor is refused (False) once the boot has one from the kernel:
+        NTP wins, decided here under the lock so that no race can undo it."""
         with self._lock:
             b = self._boots.get(boot_id) or self._add_boot(boot_id)
             if https is None:
                 b["ntp"] = True
+            elif b["ntp"]:
+                return False
             else:
                 b["https"] = dict(https)
             anchors = b["anchors"]
@@ -185,6 +195,7 @@ class AnchorStore:
             b["last"] = (wall_ns, mono_ns)
             self._latest = None
             self._save()
+            return True
 
     def set_detail(self, boot_id: str, key: str, value: dict | None) -> None:
         """Replace a boot's ``"https"`` (a new confirmation) or ``"disagree"`` detail."""
@@ -192,6 +203,8 @@ class AnchorStore:
             raise ValueError(f"unknown boot detail {key!r}")
         with self._lock:
             b = self._boots.get(boot_id) or self._add_boot(boot_id)
+            if key == "https" and b["ntp"]:
+                return
             b[key] = None if value is None else dict(value)
             self._save()
 

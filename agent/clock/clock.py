@@ -76,7 +76,7 @@ class Clock:
         self._https: Bound | None = None  # what this boot's newest HTTPS anchor says
         self._confirmed_ns: int | None = None  # true time of the last answer that agreed with it
         self._saved_confirm_mono = 0
-        self._noted_mono: int | None = None  # when a disagreement was last logged
+        self._noted: dict[str, int] = {}  # kind of note -> when it was last logged (boot clock)
         self._cert_problem: str | None = None
         self._load_https()
 
@@ -189,21 +189,21 @@ class Clock:
             return []
         floor = int(self.cert_floor_s() * _S)
         if bound.true_ns + bound.error_ns < floor:  # time only moves forward: a server clock set in the past
-            self._note(f"the Date of {origin} ({ns_to_datetime(bound.true_ns):%Y-%m-%d %H:%M} UTC) is before the "
-                       f"newest trusted time this device recorded ({ns_to_datetime(floor):%Y-%m-%d %H:%M} UTC): "
-                       "not used", bound.mono_ns)
+            self._note("past", f"the Date of {origin} ({ns_to_datetime(bound.true_ns):%Y-%m-%d %H:%M} UTC) is "
+                       f"before the newest trusted time this device recorded "
+                       f"({ns_to_datetime(floor):%Y-%m-%d %H:%M} UTC): not used", bound.mono_ns)
             return []
         current = self._https
         if current is not None and abs(bound.offset_ns - current.offset_ns) > (
                 bound.error_ns + aged_error(current, bound.mono_ns)):
-            self._note(f"the Date of {origin} disagrees by {(bound.offset_ns - current.offset_ns) / _S:+.1f} s "
+            self._note("contradicts", f"the Date of {origin} disagrees by {(bound.offset_ns - current.offset_ns) / _S:+.1f} s "
                        "with the time learned from it earlier in this boot; keeping the earlier one", bound.mono_ns)
             return []
-        self._confirmed_ns = bound.true_ns
         if current is None or self._tighter(bound, current):
             first = current is None
-            self._https = bound
-            self._save_https(bound, origin, anchor=True)
+            if not self._save_https(bound, origin, anchor=True):
+                return []  # the kernel's clock anchored the boot meanwhile: NTP wins
+            self._https, self._confirmed_ns = bound, bound.true_ns
             if first:
                 wall, mono = self._sources.now()
                 off = (wall - mono - bound.offset_ns) / _S
@@ -211,8 +211,10 @@ class Clock:
                             "this boot's scans are sent with the true time", origin, bound.error_ns / _S,
                             abs(off), "behind" if off < 0 else "ahead")
                 return ["https-date"]
-        elif bound.mono_ns - self._saved_confirm_mono >= self._every_ns:
-            self._save_https(current, origin, anchor=False)
+        else:
+            self._confirmed_ns = bound.true_ns
+            if bound.mono_ns - self._saved_confirm_mono >= self._every_ns:
+                self._save_https(current, origin, anchor=False)
         return []
 
     @staticmethod
@@ -221,14 +223,15 @@ class Clock:
         old_now = aged_error(old, new.mono_ns)
         return new.error_ns < old_now - max(old_now // 10, 100_000_000)
 
-    def _save_https(self, bound: Bound, origin: str, *, anchor: bool) -> None:
-        detail = {"error_ns": bound.error_ns, "mono_ns": bound.mono_ns, "confirmed_ns": self._confirmed_ns,
-                  "origin": origin}
+    def _save_https(self, bound: Bound, origin: str, *, anchor: bool) -> bool:
+        """The HTTPS anchor (or only its confirmation); False if NTP's came first."""
+        confirmed = bound.true_ns if anchor else self._confirmed_ns
+        detail = {"error_ns": bound.error_ns, "mono_ns": bound.mono_ns, "confirmed_ns": confirmed, "origin": origin}
         self._saved_confirm_mono = bound.mono_ns
         if anchor:
-            self._store.add_anchor(self._boot_id, bound.true_ns, bound.mono_ns, https=detail)
-        else:
-            self._store.set_detail(self._boot_id, "https", detail)
+            return self._store.add_anchor(self._boot_id, bound.true_ns, bound.mono_ns, https=detail)
+        self._store.set_detail(self._boot_id, "https", detail)
+        return True
 
     def _compare(self, bound: Bound, trusted_off: int, origin: str, now_ns: int) -> list[str]:
         diff = bound.offset_ns - trusted_off
@@ -239,16 +242,18 @@ class Clock:
                 log.info("the Date of %s agrees with NTP again", origin)
             return []
         source = "the RTC (time.trust_rtc)" if self._sources.trust_rtc else "NTP"
-        if self._note(f"the Date of {origin} disagrees with {source} by {diff / _S:+.1f} s "
-                      f"(±{bound.error_ns / _S:.1f} s); {source} wins", bound.mono_ns):
+        logged = self._note("ntp", f"the Date of {origin} disagrees with {source} by {diff / _S:+.1f} s "
+                            f"(±{bound.error_ns / _S:.1f} s); {source} wins", bound.mono_ns)
+        if logged or b is None or b.disagree is None:  # doctor always sees one; rewritten at most hourly
             self._store.set_detail(self._boot_id, "disagree", {"seconds": round(diff / _S, 3), "wall_ns": now_ns})
         return [f"disagree:{diff / _S:+.1f}s"]
 
-    def _note(self, text: str, mono: int) -> bool:
-        """Log ``text`` unless a disagreement was logged within the hour; True if logged."""
-        if self._noted_mono is not None and mono - self._noted_mono < _NOTE_EVERY_NS:
+    def _note(self, kind: str, text: str, mono: int) -> bool:
+        """Log ``text`` unless a note of this kind was logged within the hour; True if logged."""
+        last = self._noted.get(kind)
+        if last is not None and mono - last < _NOTE_EVERY_NS:
             return False
-        self._noted_mono = mono
+        self._noted[kind] = mono
         log.warning("%s", text)
         return True
 

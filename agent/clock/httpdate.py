@@ -13,7 +13,8 @@ for a Date of ``D`` (servers truncate to the second). The middle of that
 interval is the estimate and half its width the error: about 0.5 s plus
 half the round trip. An answer served from a cache carries ``Age`` (the
 seconds since the origin made it); it shifts ``D`` and widens the interval by
-a second more. Only an answer whose server was authenticated (verified TLS)
+a second more (an ``Age`` over :data:`MAX_AGE_S` makes the answer say
+nothing: the probe asked for no cached copy). Only an answer whose server was authenticated (verified TLS)
 can be believed: anyone on the path can write a plain HTTP answer.
 
 Without NTP the boot clock runs at the crystal's own rate, so an estimate
@@ -29,9 +30,10 @@ import re
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-__all__ = ["DRIFT_PPM", "Bound", "DateSample", "aged_error", "bound_of", "parse_http_date"]
+__all__ = ["DRIFT_PPM", "MAX_AGE_S", "Bound", "DateSample", "aged_error", "bound_of", "parse_http_date"]
 
 DRIFT_PPM = 100
+MAX_AGE_S = 60  # the probe asks caches for no-cache: an older copy is not believed
 _S = 1_000_000_000
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -101,8 +103,8 @@ def bound_of(sample: DateSample) -> Bound | None:
     width = _S
     if sample.age is not None:
         age = sample.age.strip()
-        if not age.isdigit() or len(age) > 9:
-            return None
+        if not (age.isascii() and age.isdigit()) or int(age) > MAX_AGE_S:
+            return None  # a copy older than a minute despite no-cache: not a reading of a clock now
         date_s += int(age)
         width += _S if int(age) else 0
     lo = date_s * _S - sample.received_ns

@@ -41,7 +41,8 @@ IFLOW_FIX = "check that iFlow is reachable over HTTPS (agent doctor's iflow chec
 CERT_FIX = ("set the clock by hand once (sudo date -s 'YYYY-MM-DD HH:MM'; iFlow's Date then gives the exact "
             "time), or let NTP through (UDP 123 to pool.ntp.org or the site's NTP server)")
 _NTP = f"let this machine reach an NTP server (check: {NTP_FIX})"
-_HTTPS_ONLY = "NTP is the only source: iFlow's Date is used only over verified HTTPS"
+_HTTPS_ONLY = ("NTP is the only source: iFlow's Date is used only over verified HTTPS, with "
+               "time.http_date_max_error above 0 and an [iflow] section")
 
 # status -> (why, in a sentence; why, short enough for flush's first line; what to do)
 _WORDS: dict[str, tuple[str, str, str]] = {

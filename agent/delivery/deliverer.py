@@ -109,8 +109,7 @@ class Deliverer:
 
     def waiting_for(self) -> str:
         """What can give this boot its time: "ntp", or "ntp or https-date" (``held_detail``)."""
-        probe = self.timeprobe
-        return "ntp or https-date" if probe is not None and probe.usable else "ntp"
+        return "ntp or https-date" if self.timeprobe is not None and self.timeprobe.usable else "ntp"
 
     def learn_time(self) -> None:
         """Before a pass: ask iFlow for the time if this boot has none (agent.delivery.timeprobe)."""

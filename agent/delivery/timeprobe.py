@@ -56,7 +56,7 @@ class TimeProbe:
                  retry_initial: float = 2.0, retry_max: float = 300.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         parsed = httpx.URL(url)
-        self.origin = str(parsed.copy_with(path="/", query=None, fragment=None))
+        self.origin = str(parsed.copy_with(userinfo=b"", path="/", query=None, fragment=None))  # no password
         self.host = parsed.host
         self.https = parsed.scheme == "https"
         #: a Date from this server may be believed (verified TLS, or allowed by time.http_date_insecure)
@@ -166,14 +166,18 @@ class TimeProbe:
                 return False
         window = cert_window(ssl_object)
         date = parse_http_date(sample.date)
-        if window is None or date is None or not (floor <= date and window[0] <= date <= window[1]):
-            shown = "none" if date is None else _day(date)
+        cached = (sample.age or "0").strip() != "0"  # the Date checked below must be the time it claims
+        if cached or window is None or date is None or not (floor <= date and window[0] <= date <= window[1]):
+            shown = "none" if date is None else _day(date) + (" from a cache" if cached else "")
             self._cert_problem(f"{problem}, and the Date it sent ({shown}) is not one its certificate chain "
                                f"is valid at, or is before {_day(floor)}: not used")
             return False
+        self.clock.observe_answer(sample)
+        if self.clock.needs_time():  # refused all the same (too loose, contradicting): say so
+            self._cert_problem(f"{problem}, and its Date ({_day(date)}) could not be used (see the log)")
+            return False
         self.clock.note_cert_problem(f"{problem}: the time was learned with the chain checked at its own Date "
                                      f"(not before {_day(floor)}, the newest trusted time this device recorded)")
-        self.clock.observe_answer(sample)
         return True
 
     def _cert_problem(self, text: str) -> None:

@@ -59,17 +59,21 @@ def make_client(cfg: Config, clock=None):
                        read_timeout=ic.read_timeout, verify=ic.ca_bundle or True, **learn)
 
 
+def _dates_usable(cfg: Config) -> bool:
+    """iFlow's Date can give a boot its time: on, and over verified HTTPS (or the lab switch)."""
+    ic = cfg.iflow
+    return (ic is not None and cfg.time.http_date_max_error > 0 and not cfg.time.trust_rtc
+            and (ic.url.lower().startswith("https:") or cfg.time.http_date_insecure))
+
+
 def waiting_for(cfg: Config) -> str:
     """What can give a boot without a synchronised clock its time (``held_detail["waiting_for"]``)."""
-    ic = cfg.iflow
-    dates = (ic is not None and cfg.time.http_date_max_error > 0 and not cfg.time.trust_rtc
-             and (ic.url.lower().startswith("https:") or cfg.time.http_date_insecure))
-    return "ntp or https-date" if dates else "ntp"
+    return "ntp or https-date" if _dates_usable(cfg) else "ntp"
 
 
 def make_timeprobe(cfg: Config, clock):
     """The HEAD that learns the time before scans that need it are sent; None when off."""
-    if cfg.iflow is None or cfg.time.http_date_max_error <= 0 or cfg.time.trust_rtc:
+    if not _dates_usable(cfg):
         return None
     from agent.delivery.timeprobe import TimeProbe
 
