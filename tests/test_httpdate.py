@@ -16,6 +16,7 @@ import pytest
 import trustme
 
 from agent.clock.anchors import AnchorStore
+from agent.clock.clock import Clock
 from agent.clock.httpdate import DRIFT_PPM, DateSample, aged_error, bound_of, parse_http_date
 from agent.clock.policy import to_local
 from agent.delivery.client import IflowClient
@@ -94,6 +95,13 @@ def test_an_estimate_ages_with_the_crystals_drift():
 # ------------------------------------------------------------ the clock
 
 
+def started(m: Machine, **kw) -> Clock:
+    """``m``'s clock after its first observation (as the daemon starts it)."""
+    c = m.clock(**kw)
+    c.observe()
+    return c
+
+
 def behind(tmp_path: Path, **kw) -> Machine:
     """A Pi three hours behind whose kernel never synchronises."""
     return Machine(tmp_path, datetime(2026, 12, 2, 6, 0, tzinfo=UTC), err_s=-3 * 3600, **kw)
@@ -101,8 +109,7 @@ def behind(tmp_path: Path, **kw) -> Machine:
 
 def test_an_authenticated_date_anchors_the_boot_and_corrects_its_earlier_scans(tmp_path):
     m = behind(tmp_path)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     scans = []
     for _ in range(3):
         scans.append((c.stamp(), dt(m.true)))
@@ -122,8 +129,7 @@ def test_an_authenticated_date_anchors_the_boot_and_corrects_its_earlier_scans(t
 
 def test_a_restart_in_the_same_boot_keeps_the_learned_time(tmp_path):
     m = behind(tmp_path)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     rec = c.stamp()
     c.observe_answer(sample(m))
     again = m.clock()
@@ -152,8 +158,7 @@ def test_answers_that_cannot_be_believed_leave_the_clock_untouched(tmp_path, why
 
 def test_ntp_wins_and_a_date_a_minute_off_is_kept_for_doctor(tmp_path, caplog):
     m = Machine(tmp_path, datetime(2026, 12, 2, 6, 0, tzinfo=UTC), synced=True)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     rec = c.stamp()
     (event,) = c.observe_answer(sample(m, skew_s=60))
     assert event.startswith("disagree:+60.")  # the middle of the Date's second: 60.0 to 60.5
@@ -172,8 +177,7 @@ def test_ntp_wins_and_a_date_a_minute_off_is_kept_for_doctor(tmp_path, caplog):
 
 def test_a_boot_that_had_ntp_keeps_it_after_losing_sync(tmp_path):
     m = Machine(tmp_path, datetime(2026, 12, 2, 6, 0, tzinfo=UTC), synced=True)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     m.kernel = False
     m.advance(60)
     c.observe()
@@ -186,8 +190,7 @@ def test_a_boot_that_had_ntp_keeps_it_after_losing_sync(tmp_path):
 
 def test_ntp_after_the_date_takes_over(tmp_path):
     m = behind(tmp_path)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     rec = c.stamp()
     c.observe_answer(sample(m, skew_s=0.9))  # a server a little ahead: the estimate NTP then replaces
     m.advance(60)
@@ -201,8 +204,7 @@ def test_ntp_after_the_date_takes_over(tmp_path):
 
 def test_a_tighter_answer_replaces_the_estimate_and_a_contradicting_one_is_ignored(tmp_path, caplog):
     m = behind(tmp_path)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     c.observe_answer(sample(m, rtt_s=6.0))  # ±3.5 s
     assert c.time_source()["time_error_seconds"] == pytest.approx(3.5, abs=0.01)
     m.advance(5)
@@ -233,8 +235,7 @@ def test_dst_edge_through_the_date(tmp_path):
     """October in Bucharest: 03:59:59 EEST is followed by 03:00:00 EET. A Pi
     hours off learns the true time from a Date and sends the repeated hour as such."""
     m = Machine(tmp_path, datetime(2026, 10, 25, 0, 59, 58, tzinfo=UTC), err_s=-5 * 3600)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     recs = []
     for _ in range(4):
         recs.append(c.stamp())
@@ -266,6 +267,15 @@ def serve(ca: trustme.CA, tmp_path: Path, *, not_before: datetime | None = None,
     return IflowStandin(token=TOKEN, ssl_context=ctx, **kw).start(), str(pem)
 
 
+def one_scan(st: IflowStandin, pem: str, c: Clock, tmp_path: Path) -> Deliverer:
+    """One scan stamped now, and a Deliverer wired as the daemon's (the client's Dates teach ``c``)."""
+    journal = Journal(str(tmp_path / "journal"))
+    journal.append({"tag": "0004711", "raw": "0004711", "reader": "door", "source": "reader", **c.stamp()})
+    client = IflowClient(st.url, TOKEN, "1.0", verify=pem, on_answer=c.observe_answer, mono_ns=c.mono_ns,
+                         verify_at=c.trusted_now_s)
+    return Deliverer(journal, client, c, BUCHAREST, timeprobe=TimeProbe(st.url, c, ca_bundle=pem))
+
+
 def real_machine(tmp_path: Path, *, err_s: float) -> Machine:
     """Wall clock off the real one by ``err_s`` (the TLS checks use the real clock)."""
     return Machine(tmp_path, datetime.now(UTC), err_s=err_s)
@@ -275,8 +285,7 @@ def test_the_probe_learns_the_time_from_a_head_with_no_token(tmp_path, ca):
     st, pem = serve(ca, tmp_path)
     try:
         m = real_machine(tmp_path, err_s=-3 * 3600)
-        c = m.clock()
-        c.observe()
+        c = started(m)
         probe = TimeProbe(st.url, c, ca_bundle=pem)
         assert probe.usable and probe.due()
         assert probe.learn() is True
@@ -292,8 +301,7 @@ def test_a_server_that_does_not_verify_never_sets_the_clock(tmp_path, ca):
     ca.cert_pem.write_to_path(str(tmp_path / "ours.pem"))
     try:
         m = real_machine(tmp_path, err_s=-3 * 3600)
-        c = m.clock()
-        c.observe()
+        c = started(m)
         probe = TimeProbe(st.url, c, ca_bundle=str(tmp_path / "ours.pem"))
         assert probe.learn() is False
         assert c.needs_time() and c.time_source()["time_source"] is None
@@ -308,8 +316,7 @@ def test_plain_http_is_never_probed_unless_the_lab_switch_says_so(tmp_path):
     st = IflowStandin(token=TOKEN).start()
     try:
         m = real_machine(tmp_path, err_s=-3 * 3600)
-        c = m.clock()
-        c.observe()
+        c = started(m)
         assert not TimeProbe(st.url, c).due()
         lab = TimeProbe(st.url, c, insecure=True)
         assert lab.due() and lab.learn() is True
@@ -325,14 +332,8 @@ def test_a_certificate_not_yet_valid_at_the_wall_clock_the_time_is_learned_and_s
     st, pem = serve(ca, tmp_path, not_before=now + timedelta(days=10), date_offset_s=20 * 86400)
     try:
         m = Machine(tmp_path, now + timedelta(days=20), err_s=-20 * 86400)  # its wall clock is the real one
-        c = m.clock()
-        c.observe()
-        journal = Journal(str(tmp_path / "journal"))
-        journal.append({"tag": "0004711", "raw": "0004711", "reader": "door", "source": "reader", **c.stamp()})
-        client = IflowClient(st.url, TOKEN, "1.0", verify=pem, on_answer=c.observe_answer, mono_ns=c.mono_ns,
-                             verify_at=c.trusted_now_s)
-        probe = TimeProbe(st.url, c, ca_bundle=pem)
-        d = Deliverer(journal, client, c, BUCHAREST, timeprobe=probe)
+        c = started(m)
+        d = one_scan(st, pem, c, tmp_path)
         summary = d.drain()
         assert summary.delivered == 1, summary.as_dict()
         (stored,) = st.stored
@@ -353,8 +354,7 @@ def test_a_date_before_the_newest_trusted_time_is_refused(tmp_path, ca):
         store = AnchorStore(m.store_path)
         # an earlier boot saw a synchronised clock 40 days from now: a Date 20 days ahead cannot be true
         store.add_anchor("boot-0", ns(now + timedelta(days=40)), 100 * S)
-        c = m.clock()
-        c.observe()
+        c = started(m)
         probe = TimeProbe(st.url, c, ca_bundle=pem)
         assert probe.learn() is False
         assert c.needs_time()
@@ -368,12 +368,8 @@ def test_the_head_waits_for_no_scan(tmp_path, ca):
     st, pem = serve(ca, tmp_path, send_date=False)
     try:
         m = real_machine(tmp_path, err_s=-3 * 3600)
-        c = m.clock()
-        c.observe()
-        journal = Journal(str(tmp_path / "journal"))
-        journal.append({"tag": "0004711", "raw": "0004711", "reader": "door", "source": "reader", **c.stamp()})
-        client = IflowClient(st.url, TOKEN, "1.0", verify=pem, on_answer=c.observe_answer, mono_ns=c.mono_ns)
-        d = Deliverer(journal, client, c, BUCHAREST, timeprobe=TimeProbe(st.url, c, ca_bundle=pem))
+        c = started(m)
+        d = one_scan(st, pem, c, tmp_path)
         d.drain()
         assert st.head_requests == 1 and st.requests == 0 and not st.stored
         assert d.count()[1]["wait"] == 1 and d.held_detail["waiting_for"] == "ntp or https-date"
@@ -393,8 +389,7 @@ def test_a_date_before_the_build_date_is_never_used(tmp_path, caplog):
 def test_failed_probes_follow_the_delivery_back_off(tmp_path):
     now = [100.0]
     m = real_machine(tmp_path, err_s=-3 * 3600)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     probe = TimeProbe("https://127.0.0.1:9/x", c, connect_timeout=0.5, read_timeout=0.5, retry_initial=2.0,
                       retry_max=5.0, monotonic=lambda: now[0])  # port 9: refused
     waits = []
@@ -421,8 +416,7 @@ def test_a_damaged_detail_is_dropped_and_the_clock_still_starts(tmp_path, detail
     Path(m.store_path).write_text('{"version": 1, "boots": [{"boot_id": "boot-0", "anchors": [[1, 2]], '
                                   f'"first": null, "last": null, "ntp": false, "https": {detail}, '
                                   '"disagree": {"seconds": Infinity, "wall_ns": 1}}]}')
-    c = m.clock()
-    c.observe()
+    c = started(m)
     b = AnchorStore(m.store_path).get("boot-0")
     assert b.https is None and b.disagree is None and b.offset == 2  # the anchor itself is kept
     assert c.time_source()["time_disagreement_seconds"] is None
@@ -431,8 +425,7 @@ def test_a_damaged_detail_is_dropped_and_the_clock_still_starts(tmp_path, detail
 def test_ntp_anchoring_first_wins_the_race(tmp_path):
     """The kernel's anchor lands between the Date's reading and its anchor: the Date's is refused."""
     m = behind(tmp_path)
-    c = m.clock()
-    c.observe()
+    c = started(m)
     c._store.add_anchor("boot-0", m.wall(), m.mono)  # what observe() writes when NTP syncs
     c._state = (False, c._state[1])  # ...before this thread saw the sync
     assert c._save_https(bound_of(sample(m)), "iflow.example", anchor=True) is False
