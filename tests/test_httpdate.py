@@ -325,11 +325,15 @@ def test_plain_http_is_never_probed_unless_the_lab_switch_says_so(tmp_path):
         st.stop()
 
 
+def certificate_from_the_future(ca: trustme.CA, tmp_path: Path) -> tuple[IflowStandin, str]:
+    """iFlow 20 days ahead of this machine's clock, its certificate valid from 10 days ahead."""
+    return serve(ca, tmp_path, not_before=datetime.now(UTC) + timedelta(days=10), date_offset_s=20 * 86400)
+
+
 @pytest.mark.skipif(not time_checks_available(), reason="this Python gives no verified chain")
 def test_a_certificate_not_yet_valid_at_the_wall_clock_the_time_is_learned_and_scans_delivered(tmp_path, ca):
     """The Pi's clock is 20 days behind; iFlow's certificate started 10 days ago."""
-    now = datetime.now(UTC)
-    st, pem = serve(ca, tmp_path, not_before=now + timedelta(days=10), date_offset_s=20 * 86400)
+    now, (st, pem) = datetime.now(UTC), certificate_from_the_future(ca, tmp_path)
     try:
         m = Machine(tmp_path, now + timedelta(days=20), err_s=-20 * 86400)  # its wall clock is the real one
         c = started(m)
@@ -347,8 +351,7 @@ def test_a_certificate_not_yet_valid_at_the_wall_clock_the_time_is_learned_and_s
 
 @pytest.mark.skipif(not time_checks_available(), reason="this Python gives no verified chain")
 def test_a_date_before_the_newest_trusted_time_is_refused(tmp_path, ca):
-    now = datetime.now(UTC)
-    st, pem = serve(ca, tmp_path, not_before=now + timedelta(days=10), date_offset_s=20 * 86400)
+    now, (st, pem) = datetime.now(UTC), certificate_from_the_future(ca, tmp_path)
     try:
         m = Machine(tmp_path, now, boot_id="boot-1")
         store = AnchorStore(m.store_path)
