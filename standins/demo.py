@@ -6,16 +6,24 @@ iFlow, and the real `agent run` daemon sits between them:
 1. iFlow is down; cards are scanned: each is journaled (fsynced) and
    acknowledged at once, nothing waits for the network;
 2. the daemon is killed with SIGKILL and started again: every scan is still
-   there;
-3. iFlow comes up: the daemon delivers on its own; one card is unknown to
-   iFlow and is rejected with iFlow's reason;
-4. `agent flush`, `agent status` and `agent rejected` show what a technician sees.
+   there; a card unknown to iFlow is scanned too;
+3. iFlow comes back while the daemon waits out its back-off: `agent flush`
+   asks the daemon to send now (a progress bar on a terminal, plain lines
+   otherwise) and sums up: 3 scans stored, the unknown card rejected with
+   iFlow's reason;
+4. `agent status` and `agent rejected` show what a technician sees.
+
+Everything it makes (the config with its token, the journal) lives in one
+temporary directory, removed at the end, on Ctrl-C and on error; the daemon
+and the pseudo-terminal go with it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +39,12 @@ KNOWN = {"0010597059", "0013961168", "0040856634"}
 CARDS = [  # (what the RDM6300 sends, who)
     ("0F00A1B2C3", "Ana"), ("0000D507D0", "Mihai"), ("01026F6C3A", "Ioana"), ("0B00FFEE11", "a visitor"),
 ]
+# Long enough that the daemon is still waiting when iFlow comes back, so the
+# flush finds every scan; jitter makes the wait 30 to 60 s.
+BACKOFF = "1m"
+# iFlow's answer time, as over a WAN link: one scan per request then keeps the
+# progress bar on screen for a moment instead of a blink.
+LATENCY_S = 0.4
 
 
 def frame(hex10: str) -> bytes:
@@ -45,112 +59,211 @@ def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
 
 
-def agent(cfg: Path, *args: str) -> subprocess.CompletedProcess:
+def step(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+def agent(cfg: Path, *args: str) -> int:
+    """Run an `agent` command as a technician would, its output straight to ours
+    (a terminal stays a terminal: flush draws its progress bar)."""
+    print(f"$ agent {' '.join(args)}", flush=True)
     return subprocess.run([sys.executable, "-m", "agent", "--config", str(cfg), *args],
-                          capture_output=True, text=True, timeout=120)
+                          stdin=subprocess.DEVNULL, timeout=120, check=False).returncode
 
 
-def start_daemon(cfg: Path) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(cfg), "run"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.monotonic() + 20
+def status(cfg: Path) -> dict:
+    r = subprocess.run([sys.executable, "-m", "agent", "--config", str(cfg), "status", "--json"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+def wait_for(cfg: Path, what: str, done, seconds: float = 30.0) -> dict:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        r = agent(cfg, "status", "--json")
-        if r.returncode == 0 and json.loads(r.stdout).get("daemon"):
-            return p
+        st = status(cfg)
+        if st and done(st):
+            return st
         time.sleep(0.1)
-    raise SystemExit("the daemon did not start")
+    raise RuntimeError(f"gave up waiting for {what}")
 
 
-def read_feedback(p: subprocess.Popen, stored: int) -> None:
-    """Echo the door's feedback until ``stored`` scans were acknowledged."""
-    while stored > 0:
-        line = p.stdout.readline()
-        if not line:
-            break
-        line = line.strip()
-        if line.split()[:1] and line.split()[0] in ("stored", "already", "error"):
-            print(f"   door: {line}", flush=True)
-            stored -= line.startswith("stored ")
+class Demo:
+    """The demo's parts, each closed by :meth:`close` whatever happened."""
 
+    def __init__(self) -> None:
+        given = os.environ.get("AGENT_DEMO_DIR")
+        self.own_dir = not given
+        self.work = Path(given or tempfile.gettempdir())
+        self.cfg = self.work / "config.toml"
+        self.state = self.work / "state"
+        self.daemon: subprocess.Popen | None = None
+        self.standin: IflowStandin | None = None
+        self.ptys: tuple[int, ...] = ()
 
-def main() -> int:
-    work = Path(os.environ.get("AGENT_DEMO_DIR") or tempfile.mkdtemp(prefix="agent-demo-"))
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    standin = IflowStandin(token=TOKEN, known_cards=KNOWN).start()
-    standin.mode = "down"
-    cfg = work / "config.toml"
-    cfg.write_text(f'''timezone = "Europe/Bucharest"
-state_dir = "{work / 'state'}"
+    def setup(self) -> None:
+        if self.own_dir:
+            self.work = Path(tempfile.mkdtemp(prefix="agent-demo-"))
+            self.cfg, self.state = self.work / "config.toml", self.work / "state"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.master, self.slave = self.ptys = os.openpty()
+        tty.setraw(self.master)
+        tty.setraw(self.slave)
+        self.standin = IflowStandin(token=TOKEN, known_cards=KNOWN, latency_s=LATENCY_S).start()
+        self.standin.mode = "down"
+        text = f'''timezone = "Europe/Bucharest"
+state_dir = "{self.state}"
 [reader]
 name = "door"
-port = "{os.ttyname(slave)}"
+port = "{os.ttyname(self.slave)}"
 protocol = "rdm6300"
 tag_format = "decimal10"
 [iflow]
-url = "{standin.url}"
+url = "{self.standin.url}"
 access_token = "{TOKEN}"
-backoff_initial = "1s"
-backoff_max = "2s"
+backoff_initial = "{BACKOFF}"   # the demo's flush, not the daemon's next retry, sends once iFlow is back
+backoff_max = "{BACKOFF}"
+batch_max = 1   # one scan per request, so the demo's four scans move the progress bar (a door: leave out)
 [feedback]
 backend = "console"
 [time]
 trust_rtc = true   # the demo machine's clock is taken as right
 [journal]
 allow_volatile = true   # the demo's state lives under /tmp, a tmpfs on many machines; a real door never does this
-''')
-    os.chmod(cfg, 0o600)
-    print(f"demo directory: {work}\nconfig: {cfg}\niFlow stand-in: {standin.url} (down for now)")
+'''
+        # 0600 from the start: it holds the token (AGENT_DEMO_DIR may be readable by others).
+        with open(os.open(self.cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(text)
 
-    try:
+    def start_daemon(self) -> None:
+        step("starting the daemon: agent run")
+        self.daemon = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(self.cfg), "run"],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self._out = b""
+        wait_for(self.cfg, "the daemon to start", lambda st: st.get("daemon"))
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> int | None:
+        p, self.daemon = self.daemon, None
+        if p is None:
+            return None
+        try:
+            if p.poll() is None:
+                p.send_signal(sig)
+            try:
+                return p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                return p.wait()
+        finally:
+            p.stdout.close()
+
+    def scan(self, raw: str, who: str, held: int = 1) -> None:
+        """One card held to the reader for ``held`` frames; echo the door's
+        feedback: the scan stored, then the repeats recognised as the same scan."""
+        step(f"{who} holds a card to the reader")
+        os.write(self.master, frame(raw) * held)  # the reader repeats while the card is held
+        want, seconds = "stored", 20.0
+        while held:
+            line = self._feedback(seconds)
+            if line is None:
+                if want == "stored":
+                    raise RuntimeError("the daemon acknowledged no scan")
+                return  # a repeat not reported: nothing to wait for
+            word = line.split()[:1]
+            if word in (["error"], [want]):
+                step(f"door: {line}")
+                if word == ["error"]:
+                    raise RuntimeError("the door signalled an error: see journalctl or the daemon's log")
+                held -= 1
+                want, seconds = "already", 1.0
+
+    def _feedback(self, seconds: float) -> str | None:
+        """The daemon's next line of door feedback, or None after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while b"\n" not in self._out:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.daemon.stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(self.daemon.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError("the daemon stopped")
+            self._out += chunk
+        line, self._out = self._out.split(b"\n", 1)
+        return line.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        try:
+            self.stop_daemon()
+        finally:
+            if self.standin is not None:
+                self.standin.stop()
+            for fd in self.ptys:
+                os.close(fd)
+            if self.own_dir and self.work.name.startswith("agent-demo-"):
+                shutil.rmtree(self.work, ignore_errors=True)
+            else:
+                self.cfg.unlink(missing_ok=True)
+                shutil.rmtree(self.state, ignore_errors=True)
+
+    def run(self) -> int:
+        cfg = self.cfg
+        print(f"demo directory: {self.work} (removed at the end)\nconfig: {cfg}\n"
+              f"iFlow stand-in: {self.standin.url} (down for now)\n"
+              f"each `$ agent ...` below is `agent --config {cfg} ...`", flush=True)
+
         say("1. iFlow is unreachable. Cards are scanned at the door (RDM6300 frames on a pseudo-terminal).")
-        daemon = start_daemon(cfg)
+        self.start_daemon()
         for raw, who in CARDS[:3]:
-            print(f"   {who} holds a card to the reader", flush=True)
-            os.write(master, frame(raw) * 3)  # the reader repeats while the card is held
-            time.sleep(0.3)
-        read_feedback(daemon, 3)
-        print(agent(cfg, "status").stdout)
+            self.scan(raw, who, held=3)
+        agent(cfg, "status")
 
         say("2. Power cut (SIGKILL) and restart: the acknowledged scans are all still there.")
-        daemon.send_signal(signal.SIGKILL)
-        daemon.wait()
-        daemon = start_daemon(cfg)
-        print(agent(cfg, "status").stdout)
-        print("   a visitor's card, unknown to iFlow, is scanned too", flush=True)
-        os.write(master, frame(CARDS[3][0]))
-        read_feedback(daemon, 1)
+        step(f"SIGKILL to the daemon (pid {self.daemon.pid})")
+        self.stop_daemon(signal.SIGKILL)
+        self.start_daemon()
+        agent(cfg, "status")
+        step("a visitor's card, unknown to iFlow, is scanned too")
+        self.scan(*CARDS[3])
 
-        say("3. iFlow is back. The daemon delivers on its own, oldest first.")
-        standin.mode = "up"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            st = json.loads(agent(cfg, "status", "--json").stdout)
-            if st["pending"] == 0:
-                break
-            time.sleep(0.3)
-        for s in standin.stored:
-            print(f"   iFlow stored: {s['date']} {s['time']}  card {s['rfidTag']}  (id {s['id']})")
+        say("3. iFlow is back. The daemon would retry at the end of its back-off; agent flush sends now.")
+        st = wait_for(cfg, "the daemon's failed attempt", lambda st: st.get("backoff_seconds", 0) > 0)
+        self.standin.mode = "up"
+        step(f"{st['pending']} scans pending; the daemon's next retry is in {st['backoff_seconds']:.0f} s")
+        flushed = agent(cfg, "flush")
+        for s in self.standin.stored:
+            step(f"iFlow stored: {s['date']} {s['time']}  card {s['rfidTag']}  (id {s['id']})")
 
-        say("4. What the technician sees: agent flush, agent status, agent rejected")
-        r = agent(cfg, "flush")
-        print(r.stdout + r.stderr)
-        print(agent(cfg, "status").stdout)
-        print(agent(cfg, "rejected").stdout)
+        say("4. What the technician sees afterwards: agent status, agent rejected")
+        agent(cfg, "status")
+        agent(cfg, "rejected")
 
-        ok = len(standin.stored) == 3 and len({(s["date"], s["time"], s["rfidTag"]) for s in standin.stored}) == 3
-        daemon.send_signal(signal.SIGTERM)
-        rc = daemon.wait(20)
-        say(f"Done: {len(standin.stored)} scans stored in iFlow exactly once, 1 unknown card rejected "
+        stored = self.standin.stored
+        once = len(stored) == 3 and len({(s["date"], s["time"], s["rfidTag"]) for s in stored}) == 3
+        rejected = status(cfg).get("rejected")
+        step("stopping the daemon: SIGTERM (it finishes the write in progress)")
+        rc = self.stop_daemon()
+        say(f"Done: {len(stored)} scans stored in iFlow exactly once, {rejected} unknown card rejected "
             f"with iFlow's reason; daemon exited {rc}.")
-        return 0 if ok and rc == 0 else 1
+        print("Your turn: .venv/bin/agent --help (or source .venv/bin/activate, then agent --help).", flush=True)
+        return 0 if once and rejected == 1 and flushed == 0 and rc == 0 else 1
+
+
+def _interrupted(signum: int, _frame) -> None:
+    raise KeyboardInterrupt  # the same clean-up as Ctrl-C
+
+
+def main() -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupted)
+    demo = Demo()
+    try:
+        demo.setup()
+        return demo.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: the demo's daemon, config, token and journal are removed", file=sys.stderr)
+        return 130
     finally:
-        standin.stop()
-        os.close(master)
-        os.close(slave)
+        demo.close()
 
 
 if __name__ == "__main__":
