@@ -21,7 +21,12 @@ when it did not pass, what to do. In order:
                    opened); a quarantined (unreadable) segment is a FAIL,
                    an unreadable send-time pins file a WARN
 ``reader.NAME``    the device is present and permitted (or the running daemon
-                   holds it, which is fine)
+                   holds it, which is fine); a present device then gets
+                   ``reader_access.NAME``: the service's user (the state
+                   directory's owner, else ``rfid-agent``) with the unit's
+                   groups may read and write it, and for a serial port
+                   ``reader_console.NAME``: no kernel console (``console=``)
+                   and no getty on its tty
 ``gpio``           the gpiozero pin factory constructs (only when
                    ``feedback.backend = "gpio"``)
 ``clock``          where the time comes from (NTP, iFlow's HTTPS Date, RTC)
@@ -42,7 +47,8 @@ helper thread). The access token is never printed: every detail goes through
 :func:`agent.redact.redact`. Exit status: 1 if any check FAILs, else 0.
 
 One module per subsystem (:mod:`.config_token`, :mod:`.storage`,
-:mod:`.readers`, :mod:`.gpio`, :mod:`.clock`, :mod:`.iflow`, :mod:`.daemon`);
+:mod:`.readers` with :mod:`.reader_access` and :mod:`.console`, :mod:`.gpio`,
+:mod:`.clock`, :mod:`.iflow`, :mod:`.daemon`);
 each check calls the part of the agent it checks (the reader's device search,
 the feedback backend's pin factory, the delivery client, the backlog count)
 rather than a copy of it, so doctor cannot pass what the daemon would fail.

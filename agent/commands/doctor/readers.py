@@ -2,7 +2,10 @@
 
 A device is checked without opening it (the running daemon may hold it, and
 a HID reader is grabbed exclusively); the HID device search is the reader's
-own, :func:`agent.reading.hid.find_input_device`.
+own, :func:`agent.reading.hid.find_input_device`. A device that is present
+then gets ``reader_access.NAME`` (the service's user may open it:
+:mod:`.reader_access`) and, for a serial port, ``reader_console.NAME`` (no
+console or getty on it: :mod:`.console`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import grp
 import os
 
 from agent.commands.doctor.base import FAIL, PASS, Ctx, Result, result
+from agent.commands.doctor.console import check_console
+from agent.commands.doctor.reader_access import ServiceUser, check_access, service_user
 from agent.config import ReaderConfig
 from agent.reading.hid import find_input_device
 
@@ -41,18 +46,20 @@ def _device_access(path: str, what: str, group_hint: str) -> tuple[str, str] | N
     return None
 
 
-def _at_path(path: str, what: str, group_hint: str) -> tuple[str, str, str]:
+def _at_path(path: str, what: str, group_hint: str) -> tuple[str, str, str, str | None]:
+    present = path if os.path.exists(path) else None
     problem = _device_access(path, what, group_hint)
     if problem:
-        return FAIL, problem[0], problem[1]
-    return PASS, f"{what} {path} present, read/write permitted", ""
+        return FAIL, problem[0], problem[1], present
+    return PASS, f"{what} {path} present, read/write permitted", "", present
 
 
-def _reader_local(rc: ReaderConfig) -> tuple[str, str, str]:
-    """(status, detail, fix) for a reader device, checked without opening it."""
+def _reader_local(rc: ReaderConfig) -> tuple[str, str, str, str | None]:
+    """(status, detail, fix, the device's path when present) for a reader device,
+    checked without opening it."""
     if rc.type == "serial":
         if "://" in rc.port:
-            return PASS, f"serial URL {rc.port} (not checked)", ""
+            return PASS, f"serial URL {rc.port} (not checked)", "", None
         return _at_path(rc.port, "serial port", "dialout")
     if rc.path:
         return _at_path(rc.path, "input device", "input")
@@ -60,25 +67,34 @@ def _reader_local(rc: ReaderConfig) -> tuple[str, str, str]:
         # readable ones only: one this user cannot write is reported with its group below
         found = find_input_device(device_name=rc.device_name, usb_id=rc.usb_id, writable=False)
     except ImportError as exc:
-        return FAIL, f"python-evdev is not available: {exc}", "install the agent's dependencies (evdev)"
+        return FAIL, f"python-evdev is not available: {exc}", "install the agent's dependencies (evdev)", None
     if found.path is not None:
         problem = _device_access(found.path, "input device", "input")
         if problem:
-            return FAIL, f"{found.what}: {problem[0]}", problem[1]
-        return PASS, f"input device with {found.what} found at {found.path}, read/write permitted", ""
+            return FAIL, f"{found.what}: {problem[0]}", problem[1], found.path
+        return PASS, f"input device with {found.what} found at {found.path}, read/write permitted", "", found.path
     detail = f"no input device with {found.what} among {found.candidates} input device(s)"
     if found.unreadable:
         detail += f" ({found.unreadable} not readable by this user)"
-        return FAIL, detail, "run agent doctor as root, or add the agent's user to group input"
-    return FAIL, detail, "plug the reader in; check device_name/usb_id against: lsusb; evtest"
+        return FAIL, detail, "run agent doctor as root, or add the agent's user to group input", None
+    return FAIL, detail, "plug the reader in; check device_name/usb_id against: lsusb; evtest", None
+
+
+def _service_checks(rc: ReaderConfig, device: str, user: ServiceUser) -> list[Result]:
+    out = [check_access(f"reader_access.{rc.name}", device, rc.type, user)]
+    if rc.type == "serial":
+        out.append(check_console(f"reader_console.{rc.name}", device))
+    return out
 
 
 def check_readers(ctx: Ctx) -> list[Result]:
     out: list[Result] = []
+    user = service_user(ctx.cfg.state_dir)
     for rc in ctx.cfg.readers:
         name = f"reader.{rc.name}"
+        device = None
         try:
-            status, detail, fix = _reader_local(rc)
+            status, detail, fix, device = _reader_local(rc)
         except Exception as exc:  # noqa: BLE001
             status, detail, fix = FAIL, f"cannot check: {type(exc).__name__}: {exc}", ""
         held = _daemon_reader(ctx, rc.name)
@@ -94,4 +110,11 @@ def check_readers(ctx: Ctx) -> list[Result]:
             if status == PASS and ctx.daemon is None:
                 detail += " (not opened: no daemon holds it; agent probe reads cards)"
             out.append(result(name, status, detail, fix))
+        if device is not None:
+            try:
+                out.extend(_service_checks(rc, device, user))
+            except Exception as exc:  # noqa: BLE001 - the other readers still get checked
+                out.append(result(f"reader_access.{rc.name}", FAIL,
+                                  f"cannot check: {type(exc).__name__}: {exc}",
+                                  "report this as a bug in agent doctor"))
     return out
