@@ -43,17 +43,36 @@ ensure_venv() {  # ensure_venv "extras" (e.g. "test")
     if [ ! -x "$VENV/bin/python" ]; then
         "$py" -m venv "$VENV" 2>/dev/null || { _apt_install python3-venv && "$py" -m venv "$VENV"; }
     fi
-    local stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | cksum | cut -d' ' -f1)-${extras}"
+    # Re-run when the project, its pinned dependencies or the extras change.
+    local stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock" | cksum | cut -d' ' -f1)-${extras}"
     if [ ! -e "$stamp" ]; then
         echo "setting up $VENV (log: $VENV/install.log)" >&2
-        "$VENV/bin/python" -m pip install -q --upgrade pip >"$VENV/install.log" 2>&1 || true
-        local target="$ROOT"
-        [ -z "$extras" ] || target="$ROOT[$extras]"
-        if ! "$VENV/bin/python" -m pip install -q -e "$target" >>"$VENV/install.log" 2>&1; then
+        local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+        "${pip[@]}" --upgrade pip >"$VENV/install.log" 2>&1 || true
+        # The runtime part exactly as a Pi gets it (the lock), then the agent itself;
+        # the lock holds the whole closure, hence --no-deps (see its header).
+        if ! "${pip[@]}" --require-hashes --no-deps -r "$ROOT/requirements.lock" >>"$VENV/install.log" 2>&1 \
+                || ! "${pip[@]}" --no-deps -e "$ROOT" >>"$VENV/install.log" 2>&1 \
+                || ! _install_extras "$extras" >>"$VENV/install.log" 2>&1; then
             tail -n 30 "$VENV/install.log" >&2
             echo "installing the agent into $VENV failed (full log: $VENV/install.log)" >&2
             return 1
         fi
         touch "$stamp"
     fi
+}
+
+_install_extras() {  # _install_extras "test,..." : pyproject's optional dependencies, unpinned
+    [ -n "${1:-}" ] || return 0
+    local reqs
+    reqs="$("$VENV/bin/python" - "$ROOT/pyproject.toml" "$1" <<'EOF'
+import sys, tomllib
+extras = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]
+print("\n".join(req for name in sys.argv[2].split(",") for req in extras[name.strip()]))
+EOF
+)" || return 1
+    # Only-if-needed upgrades: a locked package an extra also wants stays as locked.
+    local IFS=$'\n'
+    # shellcheck disable=SC2086  # split on newlines: one requirement per line
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check $reqs
 }

@@ -1,25 +1,30 @@
 """scripts/install --root TMP: layout, modes, manifest, idempotence, upgrade, uninstall.
 
-Installs the repository itself into a fresh venv, offline (``--no-deps
---no-index --no-build-isolation``), which takes about 10 s.
+Installs the repository into fresh venvs offline (``--no-index --find-links``)
+from a wheelhouse the module fetches once: the files requirements.lock pins
+(hash-checked by the install, evdev compiled from its sdist unless the OS has
+it) and the build backend pyproject.toml asks for. The first install takes the
+pinned dependencies; later ones pass ``--no-deps`` and install the agent alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "install"
-PIP_ARGS = "--no-deps --no-index --no-build-isolation"
+WHEELHOUSE: Path | None = None  # set by the wheelhouse fixture
 
 
 def venv_python() -> str:
@@ -32,10 +37,12 @@ def venv_python() -> str:
     return getattr(sys, "_base_executable", sys.executable)
 
 
-def run(root: Path, *args: str, source: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+def run(root: Path, *args: str, source: Path = REPO, check: bool = True, deps: bool = False,
+        wheelhouse: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "VIRTUAL_ENV"))}
+    pip_args = f"--no-index --find-links {wheelhouse or WHEELHOUSE}" + ("" if deps else " --no-deps")
     cmd = ["bash", str(SCRIPT), "--root", str(root), "--source", str(source),
-           "--python", PYTHON, "--pip-args", PIP_ARGS, *args]
+           "--python", PYTHON, "--pip-args", pip_args, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=120)
     if check:
         assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
@@ -67,10 +74,66 @@ def mode(p: Path) -> int:
 PYTHON = venv_python()
 
 
+def locked() -> dict[str, str]:
+    """name -> version pinned in requirements.lock."""
+    return dict(line.split(" ")[0].split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def wheelhouse(tmp_path_factory) -> Path:
+    """The only network use: what the installs below then take offline."""
+    global WHEELHOUSE
+    where = tmp_path_factory.mktemp("wheelhouse")
+    backend = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    for what in (["--require-hashes", "-r", str(REPO / "requirements.lock")], backend):
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(where), *what],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    WHEELHOUSE = where
+    return where
+
+
+def os_evdev() -> bool:
+    """Whether the venv's interpreter already has evdev >= 1.6 (Debian's python3-evdev)."""
+    check = ("import sys, evdev, importlib.metadata as m; "
+             "sys.exit(tuple(map(int, m.version('evdev').split('.')[:2])) < (1, 6))")
+    return subprocess.run([PYTHON, "-c", check], capture_output=True).returncode == 0
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp("root")
-    return root, run(root)
+    return root, run(root, deps=True)
+
+
+def test_dependencies_are_the_locked_ones(installed):
+    root, r = installed
+    venv_py = root / "opt/rfid-agent/venv/bin/python"
+    versions = "import importlib.metadata as m, json, sys; print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))"
+    got = subprocess.run([str(venv_py), "-c", versions, *locked()], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == locked()
+    assert "installing the pinned dependencies (requirements.lock" in r.stdout
+    assert ("evdev from the OS" if os_evdev() else "evdev compiled") in r.stdout
+    # the program's own imports resolve in the venv (httpx, serial, evdev, tinydb, gpiozero, rich)
+    imp = subprocess.run([str(venv_py), "-c", "import httpx, serial, evdev, tinydb, gpiozero, rich"],
+                         capture_output=True, text=True, timeout=60)
+    assert imp.returncode == 0, imp.stderr
+
+
+def test_a_file_that_does_not_match_the_lock_is_refused(tmp_path):
+    house = tmp_path / "house"
+    shutil.copytree(WHEELHOUSE, house)
+    (wheel,) = house.glob("tinydb-*.whl")
+    with zipfile.ZipFile(wheel, "a") as z:
+        z.writestr("tinydb/planted.py", "print('not what the lock pinned')\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    r = run(root, deps=True, wheelhouse=house, check=False)
+    assert r.returncode != 0
+    assert "do not match the hashes" in (r.stdout + r.stderr).lower()
+    assert not list((root / "opt/rfid-agent/venv/lib").glob("python3*/site-packages/tinydb"))
 
 
 def test_layout_and_modes(installed):
@@ -130,7 +193,9 @@ def test_layout_and_modes(installed):
 
 def test_config_skeleton_is_valid(installed, tmp_path):
     root, _ = installed
-    doc = tomllib.loads((root / "etc/rfid-agent/config.toml").read_text())
+    written = (root / "etc/rfid-agent/config.toml").read_text()
+    assert written == (REPO / "examples/site-config.toml").read_text()  # one skeleton, also the package's
+    doc = tomllib.loads(written)
     assert doc["timezone"] and doc["state_dir"] == "/var/lib/rfid-agent"
     assert {"type", "port", "baudrate", "protocol", "debounce_seconds"} <= doc["reader"].keys()
     assert {"url", "access_token_file", "client_version"} <= doc["iflow"].keys()
@@ -176,7 +241,8 @@ def test_site_config_is_never_overwritten_but_modes_are_restored(installed):
 def test_changed_source_is_reinstalled(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md", "agent", "systemd", "hardware"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "requirements.lock", "agent", "systemd", "hardware",
+                 "examples"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif (REPO / name).exists():
