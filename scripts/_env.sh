@@ -51,9 +51,11 @@ ensure_venv() {  # ensure_venv "extras" (e.g. "test")
         "${pip[@]}" --upgrade pip >"$VENV/install.log" 2>&1 || true
         # The runtime part exactly as a Pi gets it (the lock), then the agent itself;
         # the lock holds the whole closure, hence --no-deps (see its header).
-        if ! "${pip[@]}" --require-hashes --no-deps -r "$ROOT/requirements.lock" >>"$VENV/install.log" 2>&1 \
-                || ! "${pip[@]}" --no-deps -e "$ROOT" >>"$VENV/install.log" 2>&1 \
-                || ! _install_extras "$extras" >>"$VENV/install.log" 2>&1; then
+        # Each step names itself in the log first: scripts/demo shows its last line.
+        local log="$VENV/install.log"
+        if ! { echo "installing the pinned dependencies (requirements.lock)" && "${pip[@]}" --require-hashes --no-deps -r "$ROOT/requirements.lock"; } >>"$log" 2>&1 \
+                || ! { echo "installing the agent (editable)" && "${pip[@]}" --no-deps -e "$ROOT"; } >>"$log" 2>&1 \
+                || ! { echo "installing the extras: ${extras:-none}" && _install_extras "$extras"; } >>"$log" 2>&1; then
             tail -n 30 "$VENV/install.log" >&2
             echo "installing the agent into $VENV failed (full log: $VENV/install.log)" >&2
             return 1
