@@ -25,6 +25,10 @@ leaf also derives from the builtin it behaves like, so generic handlers
         ├── NoDaemon (ConnectionError)  nobody listens on the control socket
         └── DaemonError             the daemon answered with an error
 
+Exit 2 means a person must change something: systemd does not restart the
+unit on it (``RestartPreventExitStatus=2``), so a problem that can clear by
+itself (a full disk: :class:`agent.fsinfo.StateDirFull`) exits 1 instead.
+
 Leaves with their own fields (``kind``, ``excerpt``) live beside the code that
 raises them and subclass their branch here.
 """

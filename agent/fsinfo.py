@@ -8,7 +8,10 @@ lives on such a file system; the parsing (:func:`parse_mountinfo`) and the
 verdict (:func:`classify`) are pure, so they are tested with real lines.
 
 An unusable state directory (read-only, under a regular file, no permission,
-no space) is a :class:`StateDirError`: a configuration problem, one line, exit 2.
+no space) is a :class:`StateDirError`: one line, exit 2, a person must change
+something. A full disk is the exception (:class:`StateDirFull`, exit 1): it can
+clear by itself (a log rotated, a quota raised), so systemd must keep retrying,
+and the unit's ``RestartPreventExitStatus=2`` stops retrying only on exit 2.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import re
 from typing import Callable, NamedTuple
 
-from agent.errors import ConfigError
+from agent.errors import EXIT_FAIL, ConfigError
 
 __all__ = [
     "PERSISTENT",
@@ -26,6 +29,7 @@ __all__ = [
     "VOLATILE",
     "Mount",
     "StateDirError",
+    "StateDirFull",
     "Storage",
     "classify",
     "mount_of",
@@ -49,6 +53,13 @@ _MAX_DEPTH = 8  # overlays stacked deeper than this are not followed
 
 class StateDirError(ConfigError):
     """``state_dir`` cannot hold the journal (or not durably); one line, exit 2."""
+
+
+class StateDirFull(StateDirError):
+    """No space or quota left in ``state_dir``: exit 1, since it can clear without a
+    config change and the service must then start again by itself."""
+
+    exit_code = EXIT_FAIL
 
 
 class Mount(NamedTuple):
@@ -205,4 +216,5 @@ def state_dir_error(path: str, exc: OSError) -> StateDirError:
             return blocked
     problem, fix = _PROBLEMS.get(exc.errno or 0, (exc.strerror or str(exc) or type(exc).__name__,
                                                    "check the directory and its file system"))
-    return StateDirError(f"state_dir {path}: {problem}; {fix}")
+    cls = StateDirFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StateDirError
+    return cls(f"state_dir {path}: {problem}; {fix}")

@@ -9,7 +9,13 @@ import uuid
 
 import pytest
 
-from agent.runtime.sdnotify import Heartbeat, Notifier, Watchdog
+from agent.runtime.sdnotify import (
+    Heartbeat,
+    Notifier,
+    StatusLine,
+    Watchdog,
+    report_config_error,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -284,3 +290,60 @@ def test_heartbeat_reason_text():
     hb.beat()
     assert hb() is True
     assert hb.__name__ == "uploader"
+
+
+# ---------------------------------------------------------------- STATUS= line
+
+
+def test_status_line_is_sent_on_change_only(listener):
+    clock = FakeClock()
+    line = StatusLine(Notifier(), min_interval=1.0, clock=clock)
+    assert line.update("0 pending · reader door ok") is True
+    for _ in range(5):  # the same text every loop: nothing is sent
+        clock.t += 2
+        assert line.update("0 pending · reader door ok") is False
+    clock.t += 2
+    assert line.update("1 pending · reader door ok") is True
+    assert pending(listener) == [b"STATUS=0 pending \xc2\xb7 reader door ok",
+                                 b"STATUS=1 pending \xc2\xb7 reader door ok"]
+    assert line.sent == "1 pending · reader door ok"
+
+
+def test_status_line_sends_at_most_once_per_interval_and_catches_up(listener):
+    clock = FakeClock()
+    line = StatusLine(Notifier(), min_interval=1.0, clock=clock)
+    assert line.update("1 pending")
+    clock.t += 0.3
+    assert not line.update("2 pending")  # too soon: held back, not lost
+    clock.t += 0.3
+    assert not line.update("3 pending")
+    clock.t += 0.5
+    assert line.update("3 pending")  # the next loop after the interval sends the newest text
+    assert pending(listener) == [b"STATUS=1 pending", b"STATUS=3 pending"]
+
+
+def test_status_line_without_systemd_does_nothing():
+    line = StatusLine(Notifier(), clock=FakeClock())
+    assert line.update("1 pending") is False
+    assert line.sent is None
+
+
+def test_status_line_retries_a_failed_send(tmp_path):
+    path = str(tmp_path / "later")
+    clock = FakeClock()
+    line = StatusLine(Notifier(path), min_interval=1.0, clock=clock)
+    assert line.update("1 pending") is False  # nobody listens yet
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    try:
+        clock.t += 1
+        assert line.update("1 pending") is True  # unchanged text, but systemd never got it
+        assert pending(sock) == [b"STATUS=1 pending"]
+    finally:
+        sock.close()
+
+
+def test_config_error_goes_to_the_status_line(listener):
+    assert report_config_error("/etc/rfid-agent/config.toml: timezone: unknown\ntime zone") is True
+    assert listener.recv(4096) == b"STATUS=config error: /etc/rfid-agent/config.toml: timezone: unknown time zone"
+    assert report_config_error("x", Notifier("")) is False  # outside systemd: nothing, no error

@@ -4,14 +4,15 @@ GPIO absent, and a reader port that vanishes and returns."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import statistics
 import threading
 import time
+from datetime import datetime, timezone
 
-
-from agent.config import from_dict
 from agent.commands.run import Daemon
+from agent.config import from_dict
 from agent.runtime.sdnotify import Notifier
 from tests.support.harness import Daemon as DaemonProcess
 from tests.support.harness import Pty, run_cli, wait_ready, write_config
@@ -183,3 +184,122 @@ def test_reader_unplugged_and_back_without_restart_at_near_zero_cpu(tmp_path):
         pty.close()
         if pty2:
             pty2.close()
+
+
+# ------------------------------------------------------------- STATUS= line
+
+
+class ScriptedReader:
+    """A reader the test drives: ``scan(tag)`` emits a read; ``connected`` can be cleared."""
+
+    def __init__(self, name="door"):
+        self.name = name
+        self.connected = True
+        self.error = None
+        self.last_alive = time.monotonic()
+        self._queue: list[str] = []
+        self._lock = threading.Lock()
+
+    def scan(self, tag: str) -> None:
+        with self._lock:
+            self._queue.append(tag)
+
+    def run(self, stop, emit):
+        while not stop.is_set():
+            self.last_alive = time.monotonic()
+            with self._lock:
+                tags, self._queue = self._queue, []
+            for tag in tags:
+                emit(tag)
+            stop.wait(0.05)
+
+
+def statuses_until(sock, pred, timeout=15.0) -> list[str]:
+    """Every STATUS= text received until one satisfies ``pred`` (or the timeout)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in messages(sock, 0.2):
+            seen += [line[len("STATUS="):] for line in m.split("\n") if line.startswith("STATUS=")]
+        if seen and pred(seen[-1]):
+            break
+    return seen
+
+
+def test_status_line_follows_pending_delivery_and_the_reader(tmp_path, monkeypatch):
+    from standins.iflow import IflowStandin
+
+    path, sock = notify_socket(tmp_path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    with IflowStandin(token="tok-123456") as iflow:
+        iflow.mode = "down"  # the first scan waits
+        cfg = from_dict({"timezone": "Europe/Bucharest", "state_dir": str(tmp_path / "state"),
+                         "journal": {"allow_volatile": True}, "time": {"trust_rtc": True},
+                         "iflow": {"url": iflow.url, "access_token": "tok-123456", "backoff_initial": 0.2,
+                                   "backoff_max": 0.5}})
+        reader = ScriptedReader()
+        d = Daemon(cfg, notifier=Notifier(), readers=[reader])
+        d.feedback = __import__("agent.feedback", fromlist=["Feedback"]).Feedback()
+        t = threading.Thread(target=d.run, daemon=True)
+        t.start()
+        try:
+            seen = statuses_until(sock, lambda s: "reader door ok" in s)
+            assert seen[-1] == "0 pending · no delivery since start · reader door ok", seen
+            reader.scan("12345678")
+            seen = statuses_until(sock, lambda s: s.startswith("1 pending"))
+            assert seen[-1].startswith("1 pending · delivery failing · no delivery since start"), seen
+            iflow.mode = "up"
+            reader.scan("87654321")  # wakes the uploader (it retries a failure only at its idle poll)
+            seen = statuses_until(sock, lambda s: "last delivery" in s)
+            last = seen[-1]
+            assert re.fullmatch(r"0 pending · last delivery \d\d:\d\d:\d\d · reader door ok", last), seen
+            reader.connected = False  # the USB adapter is pulled
+            seen = statuses_until(sock, lambda s: "missing" in s)
+            assert seen[-1] == last.replace("reader door ok", "reader door missing"), seen
+            # nothing changes now: the line is not sent again
+            assert statuses_until(sock, lambda s: False, timeout=4.5) == []
+        finally:
+            d.stop_event.set()
+            t.join(10)
+            sock.close()
+    assert not t.is_alive()
+
+
+def test_status_line_words():
+    from zoneinfo import ZoneInfo
+
+    from agent.commands.run import status_line
+
+    tz = ZoneInfo("Europe/Bucharest")
+    assert status_line(3, [("door", True)], delivery=(None, None), tz=tz) == \
+        "3 pending · no delivery since start · reader door ok"
+    assert status_line(0, [("in", True), ("out", False)]) == "0 pending · reader in ok · reader out missing"
+    text = status_line(5, [("door", True)], delivery=("2020-01-02T03:04:05.000001+00:00", "delivery failing"),
+                       held={"wait": 2, "held_unsynced": 1, "invalid": 0}, rejected=4, tz=tz)
+    assert text == ("5 pending · 3 held (1 held_unsynced, 2 wait) · 4 rejected · delivery failing · "
+                    "last delivery 2020-01-02 05:04 · reader door ok")  # not today: with the date, local time
+    now = datetime.now(timezone.utc)
+    local = now.astimezone(tz).strftime("%H:%M:%S")
+    assert f"last delivery {local}" in status_line(0, [], delivery=(now.isoformat(), None), tz=tz)
+
+
+def test_run_with_a_bad_config_tells_systemd_why(tmp_path):
+    path, sock = notify_socket(tmp_path)
+    cfg = write_config(tmp_path / "c.toml", state_dir=tmp_path / "state")
+    cfg.write_text(cfg.read_text().replace('timezone = "Europe/Bucharest"', 'timezone = "Mars/Olympus"'))
+    r = run_cli(cfg, "run", env={"NOTIFY_SOCKET": path}, timeout=30)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip()
+    assert line.startswith("agent: config error: ") and "Mars/Olympus" in line
+    assert messages(sock, 1.0) == ["STATUS=" + line.removeprefix("agent: ")]
+    # a problem found after loading (gpio feedback without a pin) is told too
+    cfg.write_text(cfg.read_text().replace("Mars/Olympus", "UTC").replace('backend = "console"', 'backend = "gpio"'))
+    r = run_cli(cfg, "run", env={"NOTIFY_SOCKET": path, "GPIOZERO_PIN_FACTORY": ""}, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "needs at least one of green, red, buzzer" in r.stderr
+    assert messages(sock, 1.0) == ["STATUS=config error: " + r.stderr.strip().removeprefix("agent: ")]
+    # other commands never talk to systemd
+    r = run_cli(cfg.with_name("missing.toml"), "status", env={"NOTIFY_SOCKET": path}, timeout=30)
+    assert r.returncode == 2 and messages(sock, 0.5) == []
+    sock.close()

@@ -70,6 +70,8 @@ def test_service_settings(unit):
         "WatchdogSec": "30",
         "Restart": "always",
         "RestartSec": "2",
+        "RestartPreventExitStatus": "2",  # a config error: restarting cannot fix it
+        "SyslogIdentifier": "rfid-agent",
         "User": "rfid-agent",
         "Group": "rfid-agent",
         "StateDirectory": "rfid-agent",

@@ -1,9 +1,8 @@
 """The ``agent`` command: the parser, and the one place errors become exit codes.
 
-Exit codes (public interface): 0 success; 1 the job could not be done (iFlow
-unreachable, scans still pending, a doctor check failed, the journal busy);
-2 bad configuration or usage. Every :class:`agent.errors.AgentError` that
-reaches :func:`main` is one line on stderr and its ``exit_code``.
+Exit codes are public interface: :data:`EXIT_STATUS` says what each means, in
+``agent --help`` and in the manual page alike. Every :class:`agent.errors.AgentError`
+that reaches :func:`main` is one line on stderr and its ``exit_code``.
 
 Each command lives in its own module under :mod:`agent.commands`, imported
 only when it is the one being run, so `agent status` and `agent --version`
@@ -18,7 +17,22 @@ import os
 import sys
 
 from agent import __version__
-from agent.errors import EXIT_CONFIG, EXIT_FAIL, AgentError, ConfigError
+from agent.errors import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, AgentError, ConfigError
+
+SUMMARY = "RFID door agent for iFlow"
+DEFAULT_CONFIG = "/etc/rfid-agent/config.toml"
+
+# The words for each exit code, written once: the --help epilog and agent(1)
+# (agent.commands.manual) both print these.
+EXIT_STATUS = (
+    (EXIT_OK, "success"),
+    (EXIT_FAIL, "the job could not be done: iFlow unreachable, scans still pending, a doctor check "
+                "failed, the journal busy, a state directory problem that can clear by itself"),
+    (EXIT_CONFIG, "bad configuration or usage: a person must change something, restarting will not help"),
+)
+ENVIRONMENT = (
+    ("AGENT_CONFIG", f"the config file when --config is not given (else {DEFAULT_CONFIG})"),
+)
 
 COMMANDS = (
     ("run", "run the daemon in the foreground (for systemd)"),
@@ -39,20 +53,49 @@ def command_module(name: str):
 def build_parser(argv: list[str] | None = None, *, complete: bool = False) -> argparse.ArgumentParser:
     """The parser; a command's own arguments are added only for the command named
     in ``argv`` (or for all with ``complete``, for help and manual pages)."""
-    p = argparse.ArgumentParser(prog="agent", description="RFID door agent for iFlow: records every "
-                                "scan durably and delivers it when the network allows.")
+    p = argparse.ArgumentParser(prog="agent", description=f"{SUMMARY}: records every scan durably and "
+                                "delivers it when the network allows.", epilog=epilog(),
+                                formatter_class=_LineFormatter)
     p.add_argument("--version", action="version", version=f"agent {__version__}")
-    p.add_argument("--config", metavar="PATH", help="config file (default: $AGENT_CONFIG, else "
-                   "/etc/rfid-agent/config.toml)")
+    p.add_argument("--config", metavar="PATH", help=f"config file (default: $AGENT_CONFIG, else "
+                   f"{DEFAULT_CONFIG})")
     p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                    help="override log_level from the config")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     words = set(sys.argv[1:] if argv is None else argv)
     for name, text in COMMANDS:
-        sp = sub.add_parser(name, help=text)
+        sp = sub.add_parser(name, help=text, description=text)
         if complete or name in words:
             command_module(name).add_arguments(sp)
     return p
+
+
+def epilog() -> str:
+    """The exit codes and the environment, as ``agent --help`` ends."""
+    lines = ["exit status:"]
+    lines += [f"  {code}  {text}" for code, text in EXIT_STATUS]
+    lines += ["", "environment:"]
+    lines += [f"  {name}  {text}" for name, text in ENVIRONMENT]
+    lines += ["", "Run 'agent COMMAND --help' for a command's own options; 'man agent' for the manual."]
+    return "\n".join(lines)
+
+
+class _LineFormatter(argparse.HelpFormatter):
+    """Wraps the description and epilog one line at a time, so the epilog's
+    rows stay rows (the default formatter joins them into one paragraph)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap  # only when help is printed
+
+        out = []
+        for line in text.splitlines():
+            body = line.lstrip()
+            lead = indent + line[: len(line) - len(body)]
+            gap = body.find("  ")  # a row "NAME  text" continues under its text
+            hang = lead + " " * (gap + 2 if gap > 0 else 0)
+            out.append(textwrap.fill(body, width, initial_indent=lead, subsequent_indent=hang,
+                                     break_on_hyphens=False) if body else "")
+        return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(resolve_path(args.config))
     except ConfigError as exc:
         print(f"agent: config error: {exc}", file=sys.stderr)
+        if args.command == "run":  # systemd shows it on `systemctl status`; no other command talks to it
+            from agent.runtime.sdnotify import report_config_error
+
+            report_config_error(str(exc))
         return EXIT_CONFIG
     from agent.runtime.logsetup import (
         setup_logging,  # after parsing: --version and usage errors skip it

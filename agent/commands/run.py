@@ -6,7 +6,9 @@ the readers and the uploader. Each reader has its own thread; a read goes
 straight down :class:`agent.recording.recorder.Recorder` in that thread (no network on
 the path). The main thread supervises: clock observation, feedback
 conditions, the systemd watchdog (sent only while every thread is alive),
-retention, and signals. SIGTERM stops the readers, lets the write in progress
+the ``STATUS=`` line (pending, last delivery, readers; sent when it changes),
+retention, and signals. A configuration error (exit 2, which systemd does not
+restart) is sent as ``STATUS=config error: ...`` too, for ``systemctl status``. SIGTERM stops the readers, lets the write in progress
 finish, and exits 0.
 """
 
@@ -17,19 +19,22 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from agent import __version__
 from agent.clock.reasons import needs_person
 from agent.config import Config
-from agent.errors import EXIT_CONFIG, CommandError, FeedbackUnavailable
+from agent.errors import EXIT_CONFIG, AgentError, CommandError, FeedbackUnavailable
+from agent.fsinfo import state_dir_error
 from agent.journal.lock import StateLock
 from agent.journal.store import Journal
 from agent.runtime.control import ControlServer
 from agent.runtime.operations import OPERATIONS, DaemonView, Parts, perform
 from agent.runtime.requests import from_wire
 from agent.runtime.scheduler import daemon_scheduler
-from agent.runtime.sdnotify import Notifier, Watchdog
+from agent.runtime.sdnotify import Notifier, StatusLine, Watchdog, report_config_error
 from agent.runtime.wiring import (
     check_file_modes,
     make_clock,
@@ -73,6 +78,7 @@ class Daemon:
         self.ready = threading.Event()  # set once scans can be stored
         self.parts: Parts | None = None
         self._disconnected_since: dict[str, float] = {}
+        self._missing: set[str] = set()  # readers disconnected for READER_MISSING_AFTER_S or more
 
     # ------------------------------------------------------------ requests
 
@@ -114,15 +120,28 @@ class Daemon:
                 signal.signal(sig, self._on_signal)
 
         lock = StateLock(cfg.state_dir)
-        if not lock.acquire(timeout=0):
-            log.info("waiting for the journal lock (an `agent` command is using it)")
-            while not lock.acquire(timeout=1.0):
-                if self.stop_event.is_set():
-                    return 0
+        if not self._lock(lock):
+            return 0
         try:
             return self._run_locked()
         finally:
             lock.release()
+
+    def _lock(self, lock: StateLock) -> bool:
+        """Take the state directory's lock, waiting while a command holds it; False
+        when told to stop meanwhile."""
+        try:
+            if not lock.acquire(timeout=0):
+                log.info("waiting for the journal lock (an `agent` command is using it)")
+                while not lock.acquire(timeout=1.0):
+                    if self.stop_event.is_set():
+                        return False
+        except OSError as exc:
+            lock.release()
+            # e.g. the lock file cannot take our pid on a full disk: one line, not a
+            # traceback, and exit 1 for a full disk so that systemd tries again
+            raise state_dir_error(self.cfg.state_dir, exc) from None
+        return True
 
     def _run_locked(self) -> int:
         cfg = self.cfg
@@ -164,6 +183,7 @@ class Daemon:
 
             scheduler = daemon_scheduler(self.parts)
             watchdog = Watchdog(notifier, [self._health])
+            status = StatusLine(notifier)
             last_compact = 0.0
             while not self.stop_event.wait(self._next_tick(watchdog)):
                 watchdog.tick()
@@ -172,6 +192,8 @@ class Daemon:
                     if event == "synced" and self.uploader is not None:
                         self.uploader.wake()
                 self._update_conditions()
+                if notifier.enabled:
+                    status.update(self._status_text())
                 if scheduler is not None:
                     scheduler.tick()
                 if time.monotonic() - last_compact > 3600:
@@ -218,13 +240,57 @@ class Daemon:
                 self._disconnected_since.pop(r.name, None)
             else:
                 self._disconnected_since.setdefault(r.name, now)
-        fb.condition("reader_missing", any(now - t >= READER_MISSING_AFTER_S
-                                           for t in self._disconnected_since.values()))
+        self._missing = {name for name, t in self._disconnected_since.items() if now - t >= READER_MISSING_AFTER_S}
+        fb.condition("reader_missing", bool(self._missing))
         if self.deliverer is not None:
             fb.condition("auth", self.deliverer.auth_refused)
             offline = self.deliverer.in_backoff() > 0 and self.journal.summary()["pending"] > 0
             # Scans held past NTP's grace wait for a person as surely as an outage does.
             fb.condition("offline", offline or needs_person(self.deliverer.held, self.deliverer.held_detail))
+
+
+    def _status_text(self) -> str:
+        """The ``STATUS=`` line, from counts the daemon keeps anyway (the journal's
+        in-memory summary, the deliverer's last result): no pass over the journal."""
+        summary = self.journal.summary()
+        d = self.deliverer
+        delivery = None
+        if d is not None:
+            delivery = (d.last_success, "iFlow refused the token" if d.auth_refused else
+                        "delivery failing" if d.failures else None)
+        return status_line(summary["pending"], [(r.name, r.name not in self._missing) for r in self.readers],
+                           delivery=delivery, held=d.held if d is not None else None,
+                           rejected=summary["unresolved"], tz=self.cfg.timezone)
+
+
+def _local(iso: str, tz) -> str:
+    """A UTC ISO time as the door's local clock time; with the date unless it is today."""
+    when = datetime.fromisoformat(iso).astimezone(tz)
+    today = datetime.now(tz).date() == when.date()
+    return when.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M")
+
+
+def status_line(pending: int, readers: Iterable[tuple[str, bool]], *,
+                delivery: tuple[str | None, str | None] | None = None, held: Mapping[str, int] | None = None,
+                rejected: int = 0, tz=None) -> str:
+    """``systemctl status``'s one line, e.g. ``3 pending · last delivery 14:02:11 ·
+    reader door ok``. ``readers``: (name, present); ``delivery``: (last success as
+    a UTC ISO time or None, the trouble in words or None), None without [iflow];
+    ``held``: held scans by status, shown when any; ``rejected``: records waiting
+    for a person (`agent rejected`)."""
+    parts = [f"{pending} pending"]
+    held_counts = [(s, int(n)) for s, n in sorted((held or {}).items()) if int(n or 0) > 0]
+    if held_counts:
+        parts.append(f"{sum(n for _, n in held_counts)} held ({', '.join(f'{n} {s}' for s, n in held_counts)})")
+    if rejected:
+        parts.append(f"{rejected} rejected")
+    if delivery is not None:
+        last, trouble = delivery
+        if trouble:
+            parts.append(trouble)
+        parts.append(f"last delivery {_local(last, tz)}" if last else "no delivery since start")
+    parts += [f"reader {name} {'ok' if present else 'missing'}" for name, present in readers]
+    return " · ".join(parts)
 
 
 def add_arguments(parser) -> None:
@@ -233,6 +299,11 @@ def add_arguments(parser) -> None:
 
 def main(cfg: Config, args) -> int:
     try:
-        return Daemon(cfg).run()
-    except FeedbackUnavailable as exc:
-        raise CommandError(f"{cfg.path}: feedback.backend: {exc}", EXIT_CONFIG) from None
+        try:
+            return Daemon(cfg).run()
+        except FeedbackUnavailable as exc:
+            raise CommandError(f"{cfg.path}: feedback.backend: {exc}", EXIT_CONFIG) from None
+    except AgentError as exc:
+        if exc.exit_code == EXIT_CONFIG:  # systemd will not restart it: show why on `systemctl status`
+            report_config_error(str(exc))
+        raise

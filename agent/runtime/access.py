@@ -27,8 +27,14 @@ T = TypeVar("T")
 
 
 def owner_of(path: str) -> tuple[int, int, list[int]] | None:
-    """(uid, gid, supplementary groups) of the owner of ``path`` when this process
-    runs as root and the owner is someone else; None when nothing is to change."""
+    """(uid, gid, supplementary groups) to take on for the owner of ``path`` when
+    this process runs as root and the owner is someone else; None when nothing is
+    to change.
+
+    What ``initgroups(3)`` gives a login: the primary group from the owner's
+    passwd entry (not the directory's group, which may be anyone's) and every
+    group that lists the owner. A uid with no passwd entry has no groups to
+    look up: the directory's group only."""
     if os.geteuid() != 0:
         return None
     try:
@@ -40,16 +46,16 @@ def owner_of(path: str) -> tuple[int, int, list[int]] | None:
     import pwd  # only root pays for the passwd lookup
 
     try:
-        name = pwd.getpwuid(st.st_uid).pw_name
-        groups = os.getgrouplist(name, st.st_gid)
-    except KeyError:  # a uid with no passwd entry: its own group only
-        groups = [st.st_gid]
-    return st.st_uid, st.st_gid, groups
+        entry = pwd.getpwuid(st.st_uid)
+    except KeyError:
+        return st.st_uid, st.st_gid, [st.st_gid]
+    return st.st_uid, entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
 
 
 def become_state_owner(state_dir: str) -> None:
     """Run as root with no daemon? Drop to the state directory's owner for good,
-    with exactly that user's groups (root's supplementary groups go too)."""
+    with exactly that user's groups (root's supplementary groups go too):
+    setgroups first, while still root, then the gid, the uid last."""
     ids = owner_of(state_dir)
     if ids is None:
         return
@@ -120,7 +126,8 @@ def dispatch(cfg: Config, request: dict, local: Callable[[], T],
                                "run as root or as the agent's user") from None
         lock = StateLock(cfg.state_dir)
         try:
-            got = lock.acquire(timeout=0.3)
+            with acting_as_owner(cfg.state_dir):  # a lock file root made would lock the daemon out
+                got = lock.acquire(timeout=0.3)
         except PermissionError:
             raise CommandError(f"permission denied on {cfg.state_dir}: run as root or as the agent's user") from None
         except OSError as exc:  # read-only, full: one line naming the directory (exit 2)

@@ -9,6 +9,8 @@ call is a cheap no-op, so the daemon runs unchanged in a terminal or a test.
 :class:`Watchdog` sends ``WATCHDOG=1`` only from the caller's main loop and
 only while every health check passes: a free-running timer thread would keep
 pinging while the rest of the process is stuck, which defeats the watchdog.
+:class:`StatusLine` keeps ``systemctl status``'s line current without waking
+anything: it sends only a changed text, at most about once a second.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import socket
 import time
 from typing import Callable
 
-__all__ = ["Notifier", "Watchdog", "Heartbeat"]
+__all__ = ["Heartbeat", "Notifier", "StatusLine", "Watchdog", "report_config_error"]
 
 log = logging.getLogger("agent.sdnotify")
 
@@ -91,9 +93,9 @@ class Notifier:
         """Tell systemd the service is shutting down."""
         self.notify("STOPPING=1")
 
-    def status(self, text: str) -> None:
-        """Set the one-line status shown by ``systemctl status``."""
-        self.notify(f"STATUS={text}")
+    def status(self, text: str) -> bool:
+        """Set the one-line status shown by ``systemctl status``; True when sent."""
+        return self.notify(f"STATUS={text}")
 
     def watchdog_interval(self) -> float | None:
         """Seconds between ``WATCHDOG=1`` pings: half of ``$WATCHDOG_USEC``.
@@ -115,6 +117,48 @@ class Notifier:
         if usec <= 0:
             return None
         return usec / 2_000_000
+
+
+def report_config_error(line: str, notifier: Notifier | None = None) -> bool:
+    """``STATUS=config error: <line>`` before the daemon exits 2, so that the failed
+    unit's ``systemctl status`` names the problem on its ``Status:`` line.
+
+    systemd keeps a service's status text after the process exits and clears it
+    only when the unit starts again (``service_start()`` in src/core/service.c),
+    and with ``RestartPreventExitStatus=2`` nothing starts it again until a person
+    does. The datagram is queued before the process exits, and systemd reads
+    notifications before it handles the exit, so ``NotifyAccess=main`` accepts it."""
+    return (notifier or Notifier()).status(f"config error: {line}")
+
+
+class StatusLine:
+    """The daemon's ``STATUS=`` line: sent only when its text changes, and at most
+    once per ``min_interval`` seconds (a change inside that is sent by a later
+    :meth:`update`, so call it from a loop that comes round again).
+
+    Cheap to call every loop: comparing a string is all it does while nothing
+    changes, so an idle door sends nothing."""
+
+    def __init__(self, notifier: Notifier, min_interval: float = 1.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.notifier = notifier
+        self.min_interval = min_interval
+        self.sent: str | None = None  # the text systemd has now
+        self._clock = clock
+        self._last = float("-inf")
+
+    def update(self, text: str) -> bool:
+        """Send ``text`` if it is new and the last send is old enough; True when sent."""
+        if not self.notifier.enabled or text == self.sent:
+            return False
+        now = self._clock()
+        if now - self._last < self.min_interval:
+            return False
+        self._last = now  # a failed send is retried no sooner either
+        if self.notifier.status(text):
+            self.sent = text
+            return True
+        return False
 
 
 class Watchdog:

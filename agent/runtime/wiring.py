@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from agent import BUILD_DATE, reading
 from agent.config import Config, ReaderConfig
-from agent.errors import AgentError
+from agent.errors import AgentError, ConfigError
 from agent.fsinfo import UNKNOWN, VOLATILE, StateDirError, state_dir_error, storage_of
 from agent.journal.store import Journal
 
@@ -175,11 +175,16 @@ def check_file_modes(cfg: Config) -> None:
 
 
 def make_feedback(cfg: Config):
+    """The door's feedback; ConfigError (exit 2) for settings no backend accepts
+    (gpio with no pin): a traceback and exit 1 would have systemd restart it forever."""
     from agent.feedback import (
         make_feedback as build,  # gpiozero only for the gpio backend
     )
 
-    return build(cfg.feedback)
+    try:
+        return build(cfg.feedback)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.path}: {exc}") from None
 
 
 def make_recorder(cfg: Config, journal: Journal, clock, feedback, on_stored=None):
