@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every record listed: returned to pending, or with --dismiss dismissed")
     parser.add_argument("--dismissed", action="store_true",
                         help="list dismissed records too (and let --all take them)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
 
 
 def _request(args: argparse.Namespace) -> RejectedRequest:
