@@ -9,6 +9,7 @@ device search, shared with ``agent doctor``.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -63,7 +64,11 @@ def find_input_device(path: str | None = None, device_name: str | None = None,
     import evdev  # lazy: only HID setups pay for it, and doctor runs without it
 
     what = _wanted(None, device_name, usb_id)
-    candidates = evdev.list_devices(writable=writable)
+    try:
+        candidates = evdev.list_devices(writable=writable)
+    except TypeError:  # python3-evdev 1.6 (Debian 12's) has no writable=: it lists read-write ones only
+        candidates = [p for p in sorted(glob.glob("/dev/input/event*"))
+                      if os.access(p, os.R_OK | (os.W_OK if writable else 0))]
     unreadable = 0
     for candidate in candidates:
         try:

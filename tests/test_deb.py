@@ -1,0 +1,372 @@
+"""The Debian package: scripts/package builds it, lintian passes it, and it
+installs, upgrades, is removed and purged inside a minimal Debian bookworm root
+(tests/support/debroot.py) with the network off.
+
+The package is built once per module, twice: the checkout's version and a
+bumped one (the upgrade). One root goes through the whole life of the package
+in file order (install, upgrade, remove, purge), as a site's Pi would.
+
+No systemd runs in a chroot, so the root gets a stand-in ``systemctl`` (in
+/usr/sbin, first on the PATH apt gives maintainer scripts; the real one is in
+/usr/bin) that records each call with the agent version
+whose files are on disk at that moment, and /run/systemd/system (how the
+maintainer scripts tell that systemd runs): that is how the tests see the
+service stopped before an upgrade unpacks and started after it configures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import debroot
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "package"
+NEW = "+test1"  # appended to the checkout's version for the upgrade build
+STATE = "/var/lib/rfid-agent"
+
+pytestmark = pytest.mark.skipif(debroot.missing() is not None, reason=str(debroot.missing()))
+
+SYSTEMCTL = """#!/bin/sh
+# Stand-in for systemctl in a chroot: records the call and the agent version on disk.
+v=$(sed -n 's/^__version__ = "\\(.*\\)"$/\\1/p' /usr/lib/rfid-agent/agent/__init__.py 2>/dev/null)
+echo "$* [files=$v]" >> /var/log/systemctl-calls
+case "$*" in
+    --root=*) exec /usr/bin/systemctl "$@" ;;  # works on files alone (enable/preset)
+    *--version*) echo "systemd 252 (252.22-1~deb12u1)" ;;
+    *is-enabled*) echo enabled ;;
+    *is-active*) exit 3 ;;
+esac
+exit 0
+"""
+
+# A door as a test would set it up: console feedback, a serial reader whose
+# port is missing, iFlow on a closed local port, the packaged state directory.
+SAMPLE_CONFIG = f"""timezone = "Europe/Bucharest"
+state_dir = "{STATE}"
+
+[reader]
+type = "serial"
+port = "/dev/ttyNOSUCH"
+protocol = "rdm6300"
+
+[iflow]
+url = "https://127.0.0.1:9/api/rfid_v2/offline_attendance/store_attendances"
+access_token_file = "/etc/rfid-agent/token"
+
+[feedback]
+backend = "console"
+"""
+
+# Writes scans (argv[1] of them) through the installed agent's own journal
+# API, as the service user, the way the recorder does; with "deliver", marks
+# every pending one delivered instead.
+JOURNAL = f"""
+import sys
+sys.path[0] = "/usr/lib/rfid-agent"
+import os
+from agent.journal.store import Journal
+from agent.runtime.wiring import JOURNAL_DIR
+j = Journal(os.path.join("{STATE}", JOURNAL_DIR))
+if sys.argv[1] == "deliver":
+    j.update([(r, {{"state": "delivered", "done_at": "2026-11-20T09:00:00+00:00"}}) for r in j.pending()])
+else:
+    for i in range(int(sys.argv[1])):
+        j.append({{"tag": str(4000 + i), "raw": str(4000 + i), "reader": "reader", "source": "reader",
+                  "captured_at": "2026-11-20T08:00:0%d.000000+00:00" % i, "boot_id": "external",
+                  "mono_ns": 0, "synced": True}})
+j.close()
+"""
+
+
+def code_version() -> str:
+    text = (REPO / "agent" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "(.*)"$', text, re.MULTILINE).group(1)
+
+
+def package(out: Path, *args: str) -> tuple[Path, str]:
+    proc = subprocess.run([str(SCRIPT), "--out", str(out), *args], check=False, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    deb = Path(proc.stdout.strip().splitlines()[-1])
+    assert deb.is_file() and deb.parent == out, proc.stdout
+    return deb, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("debs")
+    version = code_version()
+    old, lint = package(out)
+    new, _ = package(out, "--version", version + NEW, "--no-lintian")
+    return {"old": old, "new": new, "lint": lint, "version_after": code_version(),
+            "version": version}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, debs):
+    r = debroot.fresh_root(tmp_path_factory.mktemp("debroot"))
+    for deb in (debs["old"], debs["new"]):
+        (r / "tmp" / deb.name).write_bytes(deb.read_bytes())
+    stub = r / "usr/sbin/systemctl"
+    assert not stub.exists() and (r / "usr/bin/systemctl").exists()
+    stub.write_text(SYSTEMCTL)
+    stub.chmod(0o755)
+    (r / "run/systemd/system").mkdir(parents=True, exist_ok=True)
+    (r / "root/sample.toml").write_text(SAMPLE_CONFIG)
+    return r
+
+
+def run(root: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None):
+    proc = debroot.run_in(root, *cmd, env=env, check=False)
+    if check:
+        assert proc.returncode == 0, f"{cmd}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def apt(root: Path, *args: str, env: dict[str, str] | None = None):
+    return run(root, "apt-get", "-y", *args, env=env)
+
+
+def calls(root: Path) -> list[str]:
+    log = root / "var/log/systemctl-calls"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def undelivered(root: Path) -> int:
+    st = json.loads(run(root, "agent", "--config", "/root/sample.toml", "status", "--json").stdout)
+    return st["pending"] + st["unresolved"]
+
+
+def journal(root: Path, what: str) -> None:
+    run(root, "setpriv", "--reuid=rfid-agent", "--regid=rfid-agent", "--init-groups",
+        "python3", "-c", JOURNAL, what)
+
+
+def mode(root: Path, path: str) -> tuple[str, str, int]:
+    st = run(root, "stat", "-c", "%U %G %a", path).stdout.split()
+    return st[0], st[1], int(st[2], 8)
+
+
+# ------------------------------------------------------------ build and lint
+
+
+# What a build in the checkout itself would leave there.
+BUILD_LEFTOVERS = ("debian/vendor", "debian/generated", "debian/rfid-agent", "debian/files",
+                   "debian/.debhelper", "debian/debhelper-build-stamp", "debian/rfid-agent.service",
+                   "debian/rfid-agent.udev", "debian/rfid-agent.substvars")
+
+
+def test_build_leaves_the_checkout_as_it_was(debs):
+    assert debs["version_after"] == debs["version"]  # the bumped build changed its copy only
+    assert not (REPO / "debian/changelog").read_text().startswith(f"rfid-agent ({debs['version']}{NEW})")
+    assert [p for p in BUILD_LEFTOVERS if (REPO / p).exists()] == []
+    for where in (REPO, REPO.parent):
+        assert not list(where.glob("rfid-agent_*")), where
+    assert debs["old"].name == f"rfid-agent_{code_version()}_all.deb"
+    assert debs["new"].name == f"rfid-agent_{code_version()}{NEW}_all.deb"
+
+
+def test_lintian_finds_no_errors(debs):
+    assert "scripts/package: lintian" in debs["lint"]
+    errors = [line for line in debs["lint"].splitlines() if line.startswith("E:")]
+    assert errors == []
+
+
+def test_contents(debs):
+    deb = debs["old"]
+    listing = subprocess.run(["dpkg-deb", "--contents", str(deb)], capture_output=True,
+                             text=True, check=True).stdout
+    paths = {line.split()[-1].removeprefix(".") for line in listing.splitlines()}
+    for want in ("/usr/bin/agent", "/usr/lib/rfid-agent/agent/commands/cli.py",
+                 "/usr/lib/rfid-agent/agent/journal/store.py",
+                 "/usr/lib/rfid-agent/httpx/__init__.py", "/usr/lib/rfid-agent/tinydb/__init__.py",
+                 "/usr/lib/rfid-agent/serial/__init__.py", "/usr/lib/rfid-agent/gpiozero/__init__.py",
+                 "/usr/lib/rfid-agent/rich/__init__.py",
+                 "/lib/systemd/system/rfid-agent.service", "/lib/udev/rules.d/99-rfid-agent.rules",
+                 "/usr/lib/modules-load.d/rfid-agent.conf", "/etc/rfid-agent/config.toml",
+                 "/usr/share/doc/rfid-agent/README.Debian", "/usr/share/doc/rfid-agent/copyright"):
+        assert want in paths, want
+    if (REPO / "agent/commands/manual.py").exists():
+        assert "/usr/share/man/man1/agent.1.gz" in paths
+        assert "/usr/share/bash-completion/completions/agent" in paths
+    for path in paths:
+        assert not re.search(r"/(tests?|standins)/|\.pyc$|__pycache__|/evdev/|\.so$", path) \
+            or path.startswith("/usr/lib/rfid-agent/certifi/tests"), path
+    assert "/etc/rfid-agent/token" not in paths
+
+    def field(name: str) -> str:
+        return subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True,
+                              text=True, check=True).stdout
+    assert "python3-evdev (>= 1.6)" in field("Depends")
+    assert "python3 (>= 3.11)" in field("Depends")
+    assert "python3-lgpio" in field("Recommends")
+    conffiles = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True,
+                               check=True).stdout
+    assert b"/etc/rfid-agent/config.toml" in subprocess.run(
+        ["tar", "-xO", "./conffiles"], input=conffiles, capture_output=True, check=True).stdout
+
+
+def test_unit_is_the_repositorys_with_the_packaged_execstart(debs, tmp_path):
+    subprocess.run(["dpkg-deb", "-x", str(debs["old"]), str(tmp_path)], check=True)
+    packaged = (tmp_path / "lib/systemd/system/rfid-agent.service").read_text().splitlines()
+    repo = (REPO / "systemd/rfid-agent.service").read_text().splitlines()
+    assert [x for x in packaged if x.startswith("ExecStart=")] == ["ExecStart=/usr/bin/agent run"]
+    assert [x for x in packaged if not x.startswith("ExecStart=")] == \
+        [x for x in repo if not x.startswith("ExecStart=")]
+    assert (tmp_path / "etc/rfid-agent/config.toml").read_bytes() == \
+        (REPO / "examples/site-config.toml").read_bytes()
+
+
+# ------------------------------------------------------------ the life of a package
+
+
+def test_install_offline(root, debs):
+    out = apt(root, "install", f"/tmp/{debs['old'].name}")
+    assert run(root, "agent", "--version").stdout.strip() == f"agent {code_version()}"
+    groups = run(root, "id", "-nG", "rfid-agent").stdout.split()
+    assert set(groups) >= {"rfid-agent", "dialout", "input", "gpio"}
+    assert mode(root, STATE) == ("rfid-agent", "rfid-agent", 0o700)
+    assert mode(root, "/etc/rfid-agent") == ("root", "rfid-agent", 0o750)
+    assert mode(root, "/etc/rfid-agent/config.toml") == ("root", "rfid-agent", 0o640)
+    assert mode(root, "/etc/rfid-agent/token") == ("rfid-agent", "rfid-agent", 0o600)
+    assert (root / "etc/rfid-agent/token").read_bytes() == b""
+    assert (root / "etc/systemd/system/multi-user.target.wants/rfid-agent.service").is_symlink()
+    # Byte-compiled for the read-only /usr of the service.
+    assert list((root / "usr/lib/rfid-agent/agent/commands/__pycache__").glob("cli.cpython-*.pyc"))
+    assert list((root / "usr/lib/rfid-agent/httpx/__pycache__").glob("*.pyc"))
+    # An empty token is a config error: enabled, not started, and the site is told what to do.
+    assert not [c for c in calls(root) if c.startswith("--quiet start") or " start " in f" {c} "]
+    assert "not started" in out.stderr and "/etc/rfid-agent/token" in out.stderr
+
+
+def test_every_module_imports_with_bookworms_python3_evdev(root):
+    """The OS's python3-evdev (1.6.1 on bookworm) with the vendored rest: every
+    agent module imports, and the evdev calls the HID reader makes exist."""
+    code = """
+import sys, pkgutil, importlib
+sys.path[0] = "/usr/lib/rfid-agent"
+import agent, evdev
+assert evdev.__file__.startswith("/usr/lib/python3/dist-packages/"), evdev.__file__
+for m in pkgutil.walk_packages(agent.__path__, "agent."):
+    if not m.name.endswith(".__main__"):  # that one runs the command line
+        importlib.import_module(m.name)
+from agent.reading.hid import find_input_device
+for writable in (True, False):
+    found = find_input_device(device_name="No Such Reader", writable=writable)
+    assert found.path is None, found
+for name in ("grab", "ungrab", "read", "close", "fileno"):
+    assert hasattr(evdev.InputDevice, name), name
+assert evdev.ecodes.EV_KEY == 1
+import httpx, tinydb, serial, gpiozero, rich
+for mod in (httpx, tinydb, serial, gpiozero, rich):
+    assert mod.__file__.startswith("/usr/lib/rfid-agent/"), mod.__file__
+print("ok")
+"""
+    assert run(root, "python3", "-c", code).stdout.strip() == "ok"
+
+
+def test_doctor_json_with_a_sample_config(root):
+    (root / "etc/rfid-agent/token").write_text("t0k3n-for-the-test\n")
+    proc = run(root, "agent", "--config", "/root/sample.toml", "doctor", "--json", check=False)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    checks = {c["check"]: c for c in json.loads(proc.stdout)}
+    assert checks["config"]["status"] == "PASS"
+    assert checks["token"]["status"] == "PASS"
+    assert checks["reader.reader"]["status"] in ("WARN", "FAIL")
+    assert "/dev/ttyNOSUCH" in checks["reader.reader"]["detail"]
+    assert "t0k3n-for-the-test" not in proc.stdout
+
+
+def test_systemd_analyze_verifies_the_installed_unit(root):
+    proc = run(root, "systemd-analyze", "verify", "/lib/systemd/system/rfid-agent.service",
+               check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rfid-agent.service" not in proc.stderr, proc.stderr
+    # The check can fail: the same unit pointing at a program that is not there.
+    broken = (root / "lib/systemd/system/rfid-agent.service").read_text().replace(
+        "ExecStart=/usr/bin/agent run", "ExecStart=/usr/bin/agent-not-installed run")
+    (root / "tmp/rfid-agent-broken.service").write_text(broken)
+    proc = run(root, "systemd-analyze", "verify", "/tmp/rfid-agent-broken.service", check=False)
+    assert proc.returncode != 0 and "agent-not-installed" in proc.stderr
+
+
+def test_upgrade_stops_first_keeps_site_config_and_journal(root, debs):
+    journal(root, "3")
+    assert undelivered(root) == 3
+    site = root / "etc/rfid-agent/config.toml"
+    edited = site.read_text().replace('timezone = "Europe/Bucharest"', 'timezone = "Europe/Berlin"')
+    assert edited != site.read_text()
+    site.write_text(edited)
+    (root / "var/log/systemctl-calls").unlink(missing_ok=True)
+
+    out = apt(root, "install", f"/tmp/{debs['new'].name}")
+    new = code_version() + NEW
+    assert run(root, "agent", "--version").stdout.strip() == f"agent {new}"
+    # The site's edit stays, without a question (the package's copy did not change).
+    assert site.read_text() == edited
+    assert "Configuration file" not in out.stdout + out.stderr
+    assert not list((root / "etc/rfid-agent").glob("config.toml.dpkg-*"))
+    assert mode(root, "/etc/rfid-agent/config.toml") == ("root", "rfid-agent", 0o640)
+    assert (root / "etc/rfid-agent/token").read_text() == "t0k3n-for-the-test\n"
+    assert undelivered(root) == 3
+    assert list((root / "usr/lib/rfid-agent/agent/commands/__pycache__").glob("cli.cpython-*.pyc"))
+    # Stopped while the old files were there; started once the new ones are configured.
+    log = calls(root)
+    stops = [i for i, c in enumerate(log) if "stop rfid-agent.service" in c]
+    starts = [i for i, c in enumerate(log) if re.search(r"\bstart rfid-agent\.service", c)]
+    assert stops and starts, log
+    assert log[stops[0]].endswith(f"[files={code_version()}]"), log
+    assert log[starts[-1]].endswith(f"[files={new}]"), log
+    assert stops[0] < starts[-1]
+    assert not [c for c in log if "restart" in c], log
+
+
+def test_remove_keeps_config_and_journal(root):
+    (root / "var/log/systemctl-calls").unlink(missing_ok=True)
+    apt(root, "remove", "rfid-agent")
+    assert not (root / "usr/bin/agent").exists()
+    assert not (root / "usr/lib/rfid-agent").exists()  # the bytecode went too
+    assert (root / "etc/rfid-agent/config.toml").exists()
+    assert (root / "etc/rfid-agent/token").read_text() == "t0k3n-for-the-test\n"
+    assert list((root / STATE.lstrip("/")).glob("*")), "journal removed"
+    assert any("stop rfid-agent.service" in c for c in calls(root))
+    note = (root / STATE.lstrip("/") / "PACKAGE-REMOVED.txt").read_text()
+    assert "undelivered=3" in note and "RFID_AGENT_PURGE_JOURNAL=yes" in note
+
+
+def test_purge_keeps_a_journal_with_pending_scans(root):
+    out = apt(root, "purge", "rfid-agent")
+    assert not (root / "etc/rfid-agent").exists()
+    state = root / STATE.lstrip("/")
+    assert state.is_dir() and [p for p in state.iterdir() if p.name != "PACKAGE-REMOVED.txt"]
+    assert f"KEPT {STATE}" in out.stderr and "3 scans not delivered" in out.stderr
+    assert "RFID_AGENT_PURGE_JOURNAL=yes apt purge rfid-agent" in out.stderr
+
+
+def test_reinstall_finds_the_journal_and_purge_with_the_override_deletes_it(root, debs):
+    apt(root, "install", f"/tmp/{debs['new'].name}")
+    assert not (root / STATE.lstrip("/") / "PACKAGE-REMOVED.txt").exists()
+    (root / "etc/rfid-agent/token").write_text("t0k3n-for-the-test\n")
+    assert undelivered(root) == 3
+    out = apt(root, "purge", "rfid-agent", env={"RFID_AGENT_PURGE_JOURNAL": "yes"})
+    assert not (root / STATE.lstrip("/")).exists(), out.stderr
+    assert not (root / "etc/rfid-agent").exists()
+
+
+def test_purge_with_nothing_undelivered_deletes_the_state(root, debs):
+    apt(root, "install", f"/tmp/{debs['new'].name}")
+    (root / "etc/rfid-agent/token").write_text("t0k3n-for-the-test\n")
+    journal(root, "2")
+    journal(root, "deliver")
+    st = json.loads(run(root, "agent", "--config", "/root/sample.toml", "status", "--json").stdout)
+    assert st["pending"] == 0 and st["delivered"] == 2
+    out = apt(root, "purge", "rfid-agent")
+    assert not (root / STATE.lstrip("/")).exists(), out.stderr
+    assert "KEPT" not in out.stderr
