@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,7 +127,15 @@ def test_syscall_filter_allows_read_only_adjtimex(unit):
 def test_systemd_analyze_verify(tmp_path):
     exe = systemd_analyze()
     path = ci_copy(tmp_path)
-    r = subprocess.run([exe, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    # Documentation=man:agent(1): verify runs man(1) on it, so the page is made
+    # the way the package makes it, into a private MANPATH.
+    man1 = tmp_path / "man" / "man1"
+    man1.mkdir(parents=True)
+    page = subprocess.run([sys.executable, "-m", "agent.commands.manual", "man"], capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    (man1 / "agent.1").write_text(page)
+    env = {**os.environ, "MANPATH": str(tmp_path / "man")}
+    r = subprocess.run([exe, "verify", str(path)], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     # unknown keys or bad values are only warnings: there must be none about our file
     assert str(path) not in r.stdout + r.stderr, r.stdout + r.stderr

@@ -4,7 +4,7 @@ package or run Ansible against a real Debian system.
 The root is built once and cached (``$AGENT_DEBROOT_CACHE``, default
 ``~/.cache/rfid-agent``): a test takes a private copy with :func:`fresh_root`
 and may break it freely. It carries what a Raspberry Pi OS Lite image has that
-the package depends on (python3, python3-evdev, adduser, systemd), python3-apt
+the package depends on or uses (python3, python3-evdev, adduser, systemd, man-db), python3-apt
 for Ansible's apt module, and nothing else: every other file the package needs
 must come from the package itself.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 SUITE = "bookworm"
 MIRROR = os.environ.get("AGENT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # What a Pi OS Lite image already has and the package may rely on.
-INCLUDE = ("python3", "python3-evdev", "adduser", "systemd", "python3-apt", "ca-certificates")
+INCLUDE = ("python3", "python3-evdev", "adduser", "systemd", "python3-apt", "ca-certificates", "man-db")
 
 
 def cache_dir() -> Path:
