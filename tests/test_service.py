@@ -247,7 +247,8 @@ def test_status_line_follows_pending_delivery_and_the_reader(tmp_path, monkeypat
             seen = statuses_until(sock, lambda s: "reader door ok" in s)
             assert seen[-1] == "0 pending · no delivery since start · reader door ok", seen
             reader.scan("12345678")
-            seen = statuses_until(sock, lambda s: s.startswith("1 pending"))
+            # the scan is counted before the uploader's first failure is: wait for both
+            seen = statuses_until(sock, lambda s: s.startswith("1 pending") and "delivery failing" in s)
             assert seen[-1].startswith("1 pending · delivery failing · no delivery since start"), seen
             iflow.mode = "up"
             reader.scan("87654321")  # wakes the uploader (it retries a failure only at its idle poll)
