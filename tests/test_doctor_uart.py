@@ -4,8 +4,11 @@
 directory's owner (a real user made with useradd) with the unit's groups, so a
 root-only port FAILs although root itself may open it. `reader_console.NAME`:
 a `console=` on a fake kernel command line, an enabled serial-getty in a fake
-/etc/systemd/system, and a real process whose argv is a getty on the reader's
-pty (found in the real /proc) each FAIL with the fix from hardware/README.md.
+/etc/systemd/system or one systemd-getty-generator made in a fake
+/run/systemd/generator, and a real process on the reader's pty (found in the
+real /proc) each FAIL with the fix from hardware/README.md. That process has
+exactly the argv systemd's serial-getty@.service gives agetty, which does not
+name the tty: it is found by its stdin and controlling tty.
 """
 
 from __future__ import annotations
@@ -206,6 +209,7 @@ def fake_os(tmp_path, monkeypatch):
     monkeypatch.setattr(console, "PROC_CMDLINE", str(tmp_path / "proc" / "cmdline"))
     monkeypatch.setattr(console, "CONSOLE_ACTIVE", str(tmp_path / "proc" / "active"))
     monkeypatch.setattr(console, "SYSTEMD_SYSTEM", str(tmp_path / "systemd"))
+    monkeypatch.setattr(console, "SYSTEMD_GENERATOR", str(tmp_path / "generator"))
     monkeypatch.setattr(console, "BOOT_CMDLINES", (str(tmp_path / "boot" / "firmware" / "cmdline.txt"),
                                                    str(tmp_path / "boot" / "cmdline.txt")))
     (tmp_path / "proc" / "cmdline").write_text("console=tty1 root=PARTUUID=1234-02 rootwait\n")
@@ -251,8 +255,23 @@ def test_an_enabled_serial_getty_fails(fake_os):
     assert console.FIX_CONSOLE not in c["fix"]  # the kernel command line is clean
 
 
+def test_a_serial_getty_made_by_the_generator_fails(fake_os):
+    """systemd-getty-generator links serial-getty@ for a console= tty at every boot: only the console's fix helps."""
+    cfg = config(fake_os, str(fake_os / "dev" / "serial0"))
+    wants = fake_os / "generator" / "getty.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "serial-getty@ttyAMA0.service").symlink_to("/lib/systemd/system/serial-getty@.service")
+    assert checks(cfg)["reader_console.door"]["status"] == "PASS"  # another UART's
+    (wants / "serial-getty@ttyS0.service").symlink_to("/lib/systemd/system/serial-getty@.service")
+    c = checks(cfg)["reader_console.door"]
+    assert c["status"] == "FAIL", c
+    assert f"{wants}/serial-getty@ttyS0.service made by systemd-getty-generator" in c["detail"], c
+    assert "ttyAMA0" not in c["detail"], c
+    assert console.FIX_CONSOLE in c["fix"] and "systemctl disable" not in c["fix"], c
+
+
 def fake_getty(*args: str) -> subprocess.Popen:
-    """A process whose argv is ``agetty ARGS`` (python ignores what follows -c's code).
+    """A process whose argv is ``agetty -c CODE ARGS`` (python ignores what follows -c's code).
 
     Returned once it has said it runs: right after exec the kernel may not have
     set up the new command line yet, so /proc/PID/cmdline could still read empty."""
@@ -262,26 +281,112 @@ def fake_getty(*args: str) -> subprocess.Popen:
     return p
 
 
-@pytest.mark.parametrize("form", ["name", "path"])
-def test_a_running_getty_on_the_readers_tty_fails(fake_os, monkeypatch, form):
+# What systemd runs for serial-getty@.service: ExecStart=-/sbin/agetty -o '-p -- \\u' --keep-baud
+# 115200,57600,38400,9600 - $TERM (systemd turns \\ into \ and $TERM into vt220), the tty given by TTYPath=.
+SYSTEMD_AGETTY = ("/sbin/agetty", "-o", "-p -- \\u", "--keep-baud", "115200,57600,38400,9600", "-", "vt220")
+
+# Run by the child: take the controlling tty if asked, then write the wanted argv
+# over its own (same length, so /proc/PID/cmdline reads exactly it).
+_BECOME = r"""
+import fcntl, os, termios, time
+if os.environ["CTTY"]:
+    fd = os.open(os.environ["CTTY"], os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+    os.close(fd)
+want = bytes.fromhex(os.environ["ARGV"])
+with open("/proc/self/stat", "rb") as f:
+    start, end = map(int, f.read().rsplit(b")", 1)[1].split()[45:47])  # arg_start, arg_end
+assert end - start == len(want), (start, end, len(want))
+try:
+    with open("/proc/self/mem", "r+b", buffering=0) as m:
+        m.seek(start)
+        m.write(want)
+except OSError as e:
+    print("no", e, flush=True)
+else:
+    print("up", flush=True)
+time.sleep(120)
+"""
+
+
+def systemd_getty(stdin: int | None, ctty: str | None, argv: tuple[str, ...] = SYSTEMD_AGETTY) -> subprocess.Popen:
+    """A process in a session of its own whose argv is exactly ``argv``, with ``stdin``
+    and the controlling tty ``ctty`` (either may be None: /dev/null, none)."""
+    want = b"\0".join(a.encode() for a in argv) + b"\0"
+    head = [argv[0], "-c", "import os;exec(os.environ['BECOME'])"]
+    pad = len(want) - sum(len(a) + 1 for a in head) - 1
+    assert pad >= 0, "argv too short to be written over python's"
+    env = dict(os.environ, BECOME=_BECOME, ARGV=want.hex(), CTTY=ctty or "")
+    p = subprocess.Popen([*head, "x" * pad], executable=sys.executable, env=env, start_new_session=True,
+                         stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    said = p.stdout.readline()
+    if said.startswith("no "):
+        p.kill()
+        p.communicate()
+        pytest.skip(f"this kernel does not let a process write its own argv: {said.strip()}")
+    assert said == "up\n", said
+    with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+        assert f.read() == want
+    return p
+
+
+def stop(p: subprocess.Popen) -> None:
+    p.kill()
+    p.communicate()
+
+
+@pytest.mark.parametrize("on", ["stdin and controlling tty", "stdin", "controlling tty"])
+def test_systemds_getty_on_the_readers_tty_fails(fake_os, monkeypatch, on):
+    """serial-getty@.service's agetty: the tty is its stdin and controlling tty, its argv says only ``-``."""
     monkeypatch.setattr(console, "DEV", "/dev")  # the pty is a real tty, found in the real /proc
     pty = Pty()
-    tty_name = pty.port.removeprefix("/dev/")
-    arg = tty_name if form == "name" else pty.port
-    getty = fake_getty("--keep-baud", "115200", arg, "vt220")
+    getty = systemd_getty(pty.slave if "stdin" in on else None, pty.port if "controlling" in on else None)
     try:
         c = checks(config(fake_os, pty.port))["reader_console.door"]
         assert c["status"] == "FAIL", c
-        assert f"getty pid {getty.pid}: agetty" in c["detail"] and f"{arg} vt220" in c["detail"], c
-        unit = tty_name.replace("/", "-")
+        assert f"getty pid {getty.pid}: {' '.join(SYSTEMD_AGETTY)}" in c["detail"], c
+        unit = pty.port.removeprefix("/dev/").replace("/", "-")
         assert f"sudo systemctl disable --now serial-getty@{unit}.service" in c["fix"], c
     finally:
-        getty.kill()
-        getty.communicate()
+        stop(getty)
         pty.close()
 
 
-def test_a_getty_on_another_tty_passes(fake_os, monkeypatch):
+def test_systemds_getty_on_another_tty_passes(fake_os, monkeypatch):
+    monkeypatch.setattr(console, "DEV", "/dev")
+    reader, other = Pty(), Pty()
+    getty = systemd_getty(other.slave, other.port)
+    try:
+        c = checks(config(fake_os, reader.port))["reader_console.door"]
+        assert c["status"] == "PASS", c
+        _, names = console.tty_names(other.port)
+        found = console.getty_processes(names, os.stat(other.port).st_rdev)
+        assert getty.pid in [pid for pid, _ in found], found  # the scan does see it, on its own tty
+    finally:
+        stop(getty)
+        reader.close()
+        other.close()
+
+
+@pytest.mark.parametrize("form", ["name", "path"])
+def test_a_getty_naming_the_readers_tty_fails(fake_os, monkeypatch, form):
+    """A getty started with the tty in its argv (inittab's ``getty -L ttyS0 115200 vt100``)."""
+    monkeypatch.setattr(console, "DEV", "/dev")
+    pty = Pty()
+    tty_name = pty.port.removeprefix("/dev/")
+    arg = tty_name if form == "name" else pty.port
+    getty = fake_getty("-L", arg, "115200", "vt100")
+    try:
+        c = checks(config(fake_os, pty.port))["reader_console.door"]
+        assert c["status"] == "FAIL", c
+        assert f"getty pid {getty.pid}: agetty" in c["detail"] and f"-L {arg} 115200 vt100" in c["detail"], c
+    finally:
+        stop(getty)
+        pty.close()
+
+
+def test_a_getty_naming_another_tty_passes(fake_os, monkeypatch):
     monkeypatch.setattr(console, "DEV", "/dev")
     pty = Pty()
     getty = fake_getty("115200", "ttyNOPE9", "vt220")
@@ -290,6 +395,5 @@ def test_a_getty_on_another_tty_passes(fake_os, monkeypatch):
         assert c["status"] == "PASS", c
         assert console.getty_processes({"ttyNOPE9"})[0][0] == getty.pid  # the scan does see it
     finally:
-        getty.kill()
-        getty.communicate()
+        stop(getty)
         pty.close()

@@ -4,8 +4,12 @@ On a Raspberry Pi the serial console is on by default on the UART the reader
 is wired to (``/dev/serial0``, i.e. ``ttyS0`` or ``ttyAMA0``): kernel messages
 and a login prompt then share the line with the reader, which sees garbage and
 whose card numbers reach a login shell. Found by reading, never by opening the
-port: the kernel command line and its active consoles, every process whose
-command line is a getty naming the tty, and a getty enabled for it in systemd.
+port: the kernel command line and its active consoles, every getty process on
+the tty, and a getty enabled for it in systemd or made for it at boot by
+systemd-getty-generator. systemd's serial-getty@.service runs ``agetty ... -
+$TERM`` with the tty as stdin (``TTYPath=``), so the tty's name is not in its
+argv: a getty is on the tty when the tty is its controlling tty (/proc/PID/stat)
+or its stdin (/proc/PID/fd/0, readable as root), or when its argv names it.
 The fix printed is the one in hardware/README.md (a test keeps them equal).
 
 The paths are module constants so that tests can point them at a fake tree.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from agent.commands.doctor.base import FAIL, PASS, Result, result
 
@@ -22,6 +27,7 @@ PROC = "/proc"
 PROC_CMDLINE = "/proc/cmdline"
 CONSOLE_ACTIVE = "/sys/class/tty/console/active"
 SYSTEMD_SYSTEM = "/etc/systemd/system"
+SYSTEMD_GENERATOR = "/run/systemd/generator"  # systemd-getty-generator's links
 DEV = "/dev"
 BOOT_CMDLINES = ("/boot/firmware/cmdline.txt", "/boot/cmdline.txt")  # bookworm, then older images
 
@@ -99,8 +105,31 @@ def raspi_config_leaves(names: set[str]) -> str:
     return ""
 
 
-def getty_processes(names: set[str]) -> list[tuple[int, str]]:
-    """(pid, command line) of every getty whose arguments name one of ``names``."""
+def _tty_number(rdev: int) -> int:
+    """``rdev`` as /proc/PID/stat's tty_nr encodes it (the kernel's new_encode_dev)."""
+    major, minor = os.major(rdev), os.minor(rdev)
+    return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+
+
+def _on_tty(pid: str, rdev: int) -> bool:
+    """Whether ``rdev`` is the process's controlling tty or its stdin."""
+    try:
+        with open(os.path.join(PROC, pid, "stat"), "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the command name before ')' may hold spaces
+        if int(fields[4]) == _tty_number(rdev):
+            return True
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        st = os.stat(os.path.join(PROC, pid, "fd", "0"))  # the open file itself, even if renamed
+    except OSError:  # another user's process when not root, or no stdin
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev
+
+
+def getty_processes(names: set[str], rdev: int | None = None) -> list[tuple[int, str]]:
+    """(pid, command line) of every getty whose arguments name one of ``names``,
+    or, given the tty's device number ``rdev``, that runs on that tty."""
     wanted = names | {f"/dev/{n}" for n in names}
     out = []
     try:
@@ -116,35 +145,52 @@ def getty_processes(names: set[str]) -> list[tuple[int, str]]:
         argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0")]
         if argv and argv[-1] == "":
             argv.pop()
-        if argv and os.path.basename(argv[0]) in GETTYS and any(a in wanted for a in argv[1:]):
+        if not argv or os.path.basename(argv[0]) not in GETTYS:
+            continue
+        if any(a in wanted for a in argv[1:]) or (rdev is not None and _on_tty(pid, rdev)):
             out.append((int(pid), " ".join(argv)))
     return sorted(out)
 
 
-def enabled_gettys(own: str) -> list[str]:
-    """getty units enabled for the tty (symlinks under getty.target.wants)."""
-    unit = own.replace("/", "-")
-    wants = os.path.join(SYSTEMD_SYSTEM, "getty.target.wants")
-    return [os.path.join(wants, f"{kind}@{unit}.service") for kind in ("serial-getty", "getty")
-            if os.path.lexists(os.path.join(wants, f"{kind}@{unit}.service"))]
+def _unit(name: str) -> str:
+    return name.replace("/", "-")  # systemd's escaping of a path in an instance name
+
+
+def enabled_gettys(names: set[str], base: str | None = None) -> list[str]:
+    """getty units wanted for the tty: the links under ``base``/getty.target.wants
+    (``SYSTEMD_SYSTEM``, where ``systemctl enable`` puts them, unless given)."""
+    wants = os.path.join(base or SYSTEMD_SYSTEM, "getty.target.wants")
+    links = (os.path.join(wants, f"{kind}@{_unit(n)}.service") for n in sorted(names)
+             for kind in ("serial-getty", "getty"))
+    return [link for link in links if os.path.lexists(link)]
+
+
+def _char_rdev(port: str) -> int | None:
+    try:
+        st = os.stat(port)
+    except OSError:
+        return None
+    return st.st_rdev if stat.S_ISCHR(st.st_mode) else None
 
 
 def check_console(check: str, port: str) -> Result:
     own, names = tty_names(port)
     consoles = kernel_consoles(names)
-    gettys = getty_processes(names)
-    enabled = enabled_gettys(own)
-    if not (consoles or gettys or enabled):
+    gettys = getty_processes(names, _char_rdev(port))
+    enabled = enabled_gettys(names)
+    generated = enabled_gettys(names, SYSTEMD_GENERATOR)
+    if not (consoles or gettys or enabled or generated):
         return result(check, PASS, f"no serial console or getty on {own}")
-    found = consoles + [f"getty pid {pid}: {cmd}" for pid, cmd in gettys] + [f"{p} enabled" for p in enabled]
+    found = (consoles + [f"getty pid {pid}: {cmd}" for pid, cmd in gettys] + [f"{p} enabled" for p in enabled]
+             + [f"{p} made by systemd-getty-generator from the kernel console" for p in generated])
     fixes = []
-    if consoles:
+    if consoles or generated:  # the generator makes its link anew at each boot: disabling it does nothing
         fixes.append(FIX_CONSOLE)
         hint = raspi_config_leaves(names)
         if hint:
             fixes.append(hint)
     if gettys or enabled:
-        fixes.append(FIX_GETTY.format(unit=own.replace("/", "-")))
+        fixes.append(FIX_GETTY.format(unit=_unit(own)))
     fixes.append(README)
     return result(check, FAIL,
                   f"the reader's tty {own} is also a login console ({'; '.join(found)}): "
