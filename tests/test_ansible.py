@@ -2,7 +2,8 @@
 production profile passes, and a real run installs the package into a minimal
 Debian bookworm root through Ansible's chroot connection, writes the door's
 config and its token from Ansible Vault, takes the Pi's UART for the reader,
-and ends with ``agent doctor --json`` in the play's output.
+and ends with ``agent doctor --json`` in the play's output; a door
+without python3-evdev fails before the package goes on, with the fix.
 
 The Ansible tools come from scripts/_ansible.sh (pinned, cached). The .deb is
 ``$AGENT_DEB`` when set (scripts/test builds it once for every package test),
@@ -69,6 +70,19 @@ def test_playbook_parses_and_rolls_out_in_batches(tools: Path, tmp_path: Path) -
     # Batches, the first a single canary door, and a rollout that stops on failures.
     assert play["serial"][0] == 1 and len(play["serial"]) > 1
     assert 0 <= play["max_fail_percentage"] < 100
+
+
+def test_dependency_check_matches_the_package(tools: Path, tmp_path: Path) -> None:
+    """The role checks a door for the lowest versions debian/control names."""
+    parsed = _run(tools, tmp_path, "python", "-c",
+                  "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+                  "roles/rfid_agent/vars/main.yml")
+    checked = json.loads(parsed.stdout)["rfid_agent_depends"]
+    control = (REPO / "debian" / "control").read_text()
+    depends = control[control.index("\nPackage: rfid-agent\n"):].split("\nDepends:", 1)[1]
+    depends = re.split(r"\n\S", depends, maxsplit=1)[0]
+    versioned = dict(re.findall(r"([a-z0-9.+-]+) \(>= ([^)]+)\)", depends))
+    assert checked == versioned, (checked, depends)
 
 
 def test_ansible_lint_production_profile(tools: Path, tmp_path: Path) -> None:
@@ -164,6 +178,9 @@ def test_rollout_into_debian_root_over_chroot(tools: Path, tmp_path: Path) -> No
         out2 = second.stdout + second.stderr
         # A bad value is refused before it replaces the door's config, with the agent's own words.
         third = _run(tools, tmp_path, *play, "-e", "rfid_agent_timezone=Mars/Olympus")
+        # A door without python3-evdev stops before the package, saying how to fix it.
+        debroot.run_in(root, "dpkg", "--purge", "--force-depends", "python3-evdev")
+        fourth = _run(tools, tmp_path, *play)
 
     recap = _recap(first.stdout)
     assert recap["failed"] == 0 and recap["changed"] > 0
@@ -174,6 +191,11 @@ def test_rollout_into_debian_root_over_chroot(tools: Path, tmp_path: Path) -> No
 
     assert third.returncode != 0
     assert "unknown time zone 'Mars/Olympus'" in third.stdout + third.stderr, third.stdout[-6000:]
+
+    assert fourth.returncode != 0
+    assert ("python3-evdev is missing: apt-get install python3-evdev (needs the network or a local mirror), "
+            "or set rfid_agent_allow_apt_deps: true to let apt fetch it") in fourth.stdout, fourth.stdout[-6000:]
+    assert _recap(fourth.stdout)["changed"] == 0
 
     uid, gid = _uid_gid(root, "rfid-agent")
     conf = root / "etc" / "rfid-agent" / "config.toml"
