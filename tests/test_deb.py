@@ -6,12 +6,14 @@ The package is built once per module, twice: the checkout's version and a
 bumped one (the upgrade). One root goes through the whole life of the package
 in file order (install, upgrade, remove, purge), as a site's Pi would.
 
-No systemd runs in a chroot, so the root gets a stand-in ``systemctl`` (in
-/usr/sbin, first on the PATH apt gives maintainer scripts; the real one is in
-/usr/bin) that records each call with the agent version
-whose files are on disk at that moment, and /run/systemd/system (how the
-maintainer scripts tell that systemd runs): that is how the tests see the
-service stopped before an upgrade unpacks and started after it configures.
+No systemd runs in a chroot, so the root gets stand-ins for ``systemctl``,
+``modprobe`` and ``udevadm`` (in /usr/sbin, first on the PATH apt gives
+maintainer scripts; the real systemctl is in /usr/bin) that record each call
+with the agent version whose files are on disk at that moment, and
+/run/systemd/system (how the maintainer scripts tell that systemd runs). The
+systemctl stand-in keeps whether the service runs in a file (start, stop,
+is-active): that is how the tests see the service stopped before an upgrade
+unpacks and started again after it configures, or after dpkg rolls back.
 """
 
 from __future__ import annotations
@@ -32,16 +34,28 @@ STATE = "/var/lib/rfid-agent"
 
 pytestmark = pytest.mark.skipif(debroot.missing() is not None, reason=str(debroot.missing()))
 
-SYSTEMCTL = """#!/bin/sh
-# Stand-in for systemctl in a chroot: records the call and the agent version on disk.
+CALLS = "var/log/standin-calls"
+ACTIVE = "var/lib/systemctl-standin/rfid-agent.active"  # exists while the service "runs"
+WAS_ACTIVE = "run/rfid-agent-upgrade/was-active"  # the package's own mark (prerm -> postinst)
+STANDIN = f"""#!/bin/sh
+# Stand-in in a chroot: records the call and the agent version on disk; as
+# systemctl, keeps whether rfid-agent.service runs in /{ACTIVE}.
+name=${{0##*/}}
 v=$(sed -n 's/^__version__ = "\\(.*\\)"$/\\1/p' /usr/lib/rfid-agent/agent/__init__.py 2>/dev/null)
-echo "$* [files=$v]" >> /var/log/systemctl-calls
+echo "$name $* [files=$v]" >> /{CALLS}
+[ "$name" = systemctl ] || exit 0
 case "$*" in
     --root=*) exec /usr/bin/systemctl "$@" ;;  # works on files alone (enable/preset)
-    *--version*) echo "systemd 252 (252.22-1~deb12u1)" ;;
-    *is-enabled*) echo enabled ;;
-    *is-active*) exit 3 ;;
+    *--version*) echo "systemd 252 (252.22-1~deb12u1)"; exit 0 ;;
+    *is-enabled*) echo enabled; exit 0 ;;
+    *is-active*) if [ -e /{ACTIVE} ]; then exit 0; else exit 3; fi ;;
 esac
+for word in "$@"; do
+    case "$word" in
+        start|restart) mkdir -p "$(dirname /{ACTIVE})" && : > /{ACTIVE} ;;
+        stop) rm -f /{ACTIVE} ;;
+    esac
+done
 exit 0
 """
 
@@ -113,12 +127,18 @@ def root(tmp_path_factory, debs):
     r = debroot.fresh_root(tmp_path_factory.mktemp("debroot"))
     for deb in (debs["old"], debs["new"]):
         (r / "tmp" / deb.name).write_bytes(deb.read_bytes())
-    stub = r / "usr/sbin/systemctl"
-    assert not stub.exists() and (r / "usr/bin/systemctl").exists()
-    stub.write_text(SYSTEMCTL)
-    stub.chmod(0o755)
+    # The real systemctl is in /usr/bin, after /usr/sbin; the root has no modprobe or udevadm.
+    assert (r / "usr/bin/systemctl").exists()
+    assert not [p for p in ("usr/bin/modprobe", "usr/bin/udevadm") if (r / p).exists()]
+    for name in ("systemctl", "modprobe", "udevadm"):
+        stub = r / "usr/sbin" / name
+        assert not stub.exists(), stub
+        stub.write_text(STANDIN)
+        stub.chmod(0o755)
     (r / "run/systemd/system").mkdir(parents=True, exist_ok=True)
     (r / "root/sample.toml").write_text(SAMPLE_CONFIG)
+    # Enough to count the journal, whatever holds the token (as prerm counts it).
+    (r / "root/count.toml").write_text(f'timezone = "UTC"\nstate_dir = "{STATE}"\n')
     return r
 
 
@@ -134,12 +154,46 @@ def apt(root: Path, *args: str, env: dict[str, str] | None = None):
 
 
 def calls(root: Path) -> list[str]:
-    log = root / "var/log/systemctl-calls"
+    log = root / CALLS
     return log.read_text().splitlines() if log.exists() else []
 
 
+def starts(log: list[str]) -> list[int]:
+    return [i for i, c in enumerate(log) if re.search(r"^systemctl .*\bstart rfid-agent\.service", c)]
+
+
+def stops(log: list[str]) -> list[int]:
+    return [i for i, c in enumerate(log) if re.search(r"^systemctl .*\bstop rfid-agent\.service", c)]
+
+
+def service(root: Path, running: bool) -> None:
+    """Sets the stand-in's state: the service runs, or not."""
+    active = root / ACTIVE
+    if running:
+        active.parent.mkdir(parents=True, exist_ok=True)
+        active.touch()
+    else:
+        active.unlink(missing_ok=True)
+
+
+def status(root: Path) -> str:
+    return run(root, "dpkg-query", "-W", "-f=${Status} ${Version}", "rfid-agent", check=False).stdout
+
+
+# A full disk where dpkg writes: a tmpfs of one page, filled, over the directory
+# (in the command's own mount namespace: gone when it ends).
+def on_a_full_disk(directory: str, *cmd: str) -> list[str]:
+    script = (f'mount -t tmpfs -o size=16k,mode=0755 tmpfs "{directory}" '
+              f'&& {{ dd if=/dev/zero of="{directory}/fill" bs=4k 2>/dev/null; true; }} && exec "$@"')
+    return ["sh", "-c", script, "sh", *cmd]
+
+
+def journal_status(root: Path) -> dict:
+    return json.loads(run(root, "agent", "--config", "/root/count.toml", "status", "--json").stdout)
+
+
 def undelivered(root: Path) -> int:
-    st = json.loads(run(root, "agent", "--config", "/root/sample.toml", "status", "--json").stdout)
+    st = journal_status(root)
     return st["pending"] + st["unresolved"]
 
 
@@ -151,6 +205,29 @@ def journal(root: Path, what: str) -> None:
 def mode(root: Path, path: str) -> tuple[str, str, int]:
     st = run(root, "stat", "-c", "%U %G %a", path).stdout.split()
     return st[0], st[1], int(st[2], 8)
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked() -> set[tuple[str, str]]:
+    text = (REPO / "requirements.lock").read_text()
+    return {(norm(m.group(1)), m.group(2))
+            for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)", text, re.MULTILINE)}
+
+
+def locked_version(name: str) -> str:
+    return dict(locked())[name]
+
+
+def vendored(paths: set[str]) -> set[tuple[str, str]]:
+    found = set()
+    for path in paths:
+        m = re.fullmatch(r"/usr/lib/rfid-agent/([^/]+)-([^-/]+)\.dist-info/?", path)
+        if m:
+            found.add((norm(m.group(1)), m.group(2)))
+    return found
 
 
 # ------------------------------------------------------------ build and lint
@@ -192,9 +269,12 @@ def test_contents(debs):
                  "/usr/lib/modules-load.d/rfid-agent.conf", "/etc/rfid-agent/config.toml",
                  "/usr/share/doc/rfid-agent/README.Debian", "/usr/share/doc/rfid-agent/copyright"):
         assert want in paths, want
-    if (REPO / "agent/commands/manual.py").exists():
-        assert "/usr/share/man/man1/agent.1.gz" in paths
-        assert "/usr/share/bash-completion/completions/agent" in paths
+    # The unit's Documentation=man:agent(1): the page is part of every build.
+    assert "/usr/share/man/man1/agent.1.gz" in paths
+    assert "/usr/share/bash-completion/completions/agent" in paths
+    # Every locked distribution but evdev, at its pinned version, whatever
+    # Python built the package (the lock's markers taken for 3.11, the oldest).
+    assert vendored(paths) == locked() - {("evdev", locked_version("evdev"))}
     for path in paths:
         assert not re.search(r"/(tests?|standins)/|\.pyc$|__pycache__|/evdev/|\.so$", path) \
             or path.startswith("/usr/lib/rfid-agent/certifi/tests"), path
@@ -240,8 +320,14 @@ def test_install_offline(root, debs):
     # Byte-compiled for the read-only /usr of the service.
     assert list((root / "usr/lib/rfid-agent/agent/commands/__pycache__").glob("cli.cpython-*.pyc"))
     assert list((root / "usr/lib/rfid-agent/httpx/__pycache__").glob("*.pyc"))
+    # The modules and udev rules applied now, as scripts/install does, for a reader already plugged in.
+    log = [c.split(" [files=")[0] for c in calls(root)]
+    trigger = "udevadm trigger --action=change --subsystem-match=tty --subsystem-match=input"
+    for want in ("modprobe -a usbserial cdc_acm", "udevadm control --reload",
+                 f"{trigger} --subsystem-match=gpio"):
+        assert want in log, log
     # An empty token is a config error: enabled, not started, and the site is told what to do.
-    assert not [c for c in calls(root) if c.startswith("--quiet start") or " start " in f" {c} "]
+    assert not starts(calls(root)) and not (root / ACTIVE).exists()
     assert "not started" in out.stderr and "/etc/rfid-agent/token" in out.stderr
 
 
@@ -297,14 +383,34 @@ def test_systemd_analyze_verifies_the_installed_unit(root):
     assert proc.returncode != 0 and "agent-not-installed" in proc.stderr
 
 
-def test_upgrade_stops_first_keeps_site_config_and_journal(root, debs):
+def test_maintainer_scripts_refuse_a_dpkg_root(root):
+    """Their paths, users and python3 are this system's: with DPKG_ROOT set
+    (another root, acted on from outside) they stop before changing anything."""
+    service(root, running=True)
+    before = calls(root)
+    for script, arg in (("postinst", "configure"), ("prerm", "upgrade"), ("postrm", "purge")):
+        proc = run(root, "env", "DPKG_ROOT=/srv/other-root", "sh",
+                   f"/var/lib/dpkg/info/rfid-agent.{script}", arg, check=False)
+        assert proc.returncode == 1, (script, proc.stdout, proc.stderr)
+        assert "DPKG_ROOT=/srv/other-root is not supported" in proc.stderr, proc.stderr
+    assert calls(root) == before  # nothing stopped
+    assert (root / "etc/rfid-agent/config.toml").exists()  # nothing purged
+    assert not (root / WAS_ACTIVE).exists()
+    service(root, running=False)
+
+
+def test_upgrade_restarts_a_running_service_whatever_holds_its_token(root, debs):
     journal(root, "3")
     assert undelivered(root) == 3
+    # This site keeps its token inline: the token file stays empty.
     site = root / "etc/rfid-agent/config.toml"
-    edited = site.read_text().replace('timezone = "Europe/Bucharest"', 'timezone = "Europe/Berlin"')
-    assert edited != site.read_text()
+    edited = site.read_text().replace('timezone = "Europe/Bucharest"', 'timezone = "Europe/Berlin"') \
+        .replace('access_token_file = "/etc/rfid-agent/token"', 'access_token = "t0k3n-inline"')
+    assert edited != site.read_text() and "t0k3n-inline" in edited
     site.write_text(edited)
-    (root / "var/log/systemctl-calls").unlink(missing_ok=True)
+    (root / "etc/rfid-agent/token").write_bytes(b"")
+    service(root, running=True)
+    (root / CALLS).unlink(missing_ok=True)
 
     out = apt(root, "install", f"/tmp/{debs['new'].name}")
     new = code_version() + NEW
@@ -314,40 +420,106 @@ def test_upgrade_stops_first_keeps_site_config_and_journal(root, debs):
     assert "Configuration file" not in out.stdout + out.stderr
     assert not list((root / "etc/rfid-agent").glob("config.toml.dpkg-*"))
     assert mode(root, "/etc/rfid-agent/config.toml") == ("root", "rfid-agent", 0o640)
-    assert (root / "etc/rfid-agent/token").read_text() == "t0k3n-for-the-test\n"
+    assert (root / "etc/rfid-agent/token").read_bytes() == b""
     assert undelivered(root) == 3
     assert list((root / "usr/lib/rfid-agent/agent/commands/__pycache__").glob("cli.cpython-*.pyc"))
-    # Stopped while the old files were there; started once the new ones are configured.
+    # Stopped while the old files were there; started once the new ones are
+    # configured and the rules applied; the mark consumed.
     log = calls(root)
-    stops = [i for i, c in enumerate(log) if "stop rfid-agent.service" in c]
-    starts = [i for i, c in enumerate(log) if re.search(r"\bstart rfid-agent\.service", c)]
-    assert stops and starts, log
-    assert log[stops[0]].endswith(f"[files={code_version()}]"), log
-    assert log[starts[-1]].endswith(f"[files={new}]"), log
-    assert stops[0] < starts[-1]
+    stop, start = stops(log), starts(log)
+    assert stop and start, log
+    assert log[stop[0]].endswith(f"[files={code_version()}]"), log
+    assert log[start[-1]].endswith(f"[files={new}]"), log
+    assert stop[0] < start[-1]
+    assert max(i for i, c in enumerate(log) if c.startswith("udevadm trigger")) < start[-1], log
     assert not [c for c in log if "restart" in c], log
+    assert (root / ACTIVE).exists() and not (root / WAS_ACTIVE).exists()
+
+
+def test_upgrade_of_a_stopped_service_leaves_it_stopped_and_a_deleted_conffile_deleted(root, debs):
+    """A non-empty token does not start what the site had stopped; a config.toml
+    the admin deleted stays deleted (dpkg's rule) and the configure still succeeds."""
+    (root / "etc/rfid-agent/token").write_text("t0k3n-for-the-test\n")
+    site = root / "etc/rfid-agent/config.toml"
+    kept = site.read_text()
+    site.unlink()
+    service(root, running=False)
+    (root / CALLS).unlink(missing_ok=True)
+    proc = run(root, "dpkg", "-i", f"/tmp/{debs['new'].name}", check=False)  # the same version again
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert status(root) == f"install ok installed {code_version()}{NEW}"
+    assert not site.exists()
+    assert not starts(calls(root)) and not (root / ACTIVE).exists(), calls(root)
+    assert "left stopped" in proc.stderr
+    assert not (root / WAS_ACTIVE).exists()
+    site.write_text(kept)
+
+
+def test_a_failed_unpack_brings_the_old_version_back_running(root, debs):
+    """A downgrade whose unpack hits a full disk: dpkg puts the files back and
+    calls postinst abort-upgrade, which compiles them again and starts the
+    service prerm stopped."""
+    service(root, running=True)
+    (root / CALLS).unlink(missing_ok=True)
+    new = code_version() + NEW
+    proc = run(root, *on_a_full_disk("/usr/share/doc/rfid-agent/hardware",
+                                     "dpkg", "-i", f"/tmp/{debs['old'].name}"), check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "No space left on device" in proc.stdout + proc.stderr
+    assert status(root) == f"install ok installed {new}"
+    assert run(root, "agent", "--version").stdout.strip() == f"agent {new}"
+    assert list((root / "usr/lib/rfid-agent/agent/commands/__pycache__").glob("cli.cpython-*.pyc"))
+    log = calls(root)
+    stop, start = stops(log), starts(log)
+    assert stop and start and stop[0] < start[-1], log
+    assert log[start[-1]].endswith(f"[files={new}]"), log
+    assert (root / ACTIVE).exists() and not (root / WAS_ACTIVE).exists()
 
 
 def test_remove_keeps_config_and_journal(root):
-    (root / "var/log/systemctl-calls").unlink(missing_ok=True)
+    service(root, running=True)
+    (root / CALLS).unlink(missing_ok=True)
     apt(root, "remove", "rfid-agent")
     assert not (root / "usr/bin/agent").exists()
     assert not (root / "usr/lib/rfid-agent").exists()  # the bytecode went too
     assert (root / "etc/rfid-agent/config.toml").exists()
     assert (root / "etc/rfid-agent/token").read_text() == "t0k3n-for-the-test\n"
     assert list((root / STATE.lstrip("/")).glob("*")), "journal removed"
-    assert any("stop rfid-agent.service" in c for c in calls(root))
+    assert stops(calls(root)) and not starts(calls(root)), calls(root)
+    assert not (root / ACTIVE).exists()
+    assert (root / WAS_ACTIVE).exists()  # a reinstall before the next boot starts it again
     note = (root / STATE.lstrip("/") / "PACKAGE-REMOVED.txt").read_text()
-    assert "undelivered=3" in note and "RFID_AGENT_PURGE_JOURNAL=yes" in note
+    assert "undelivered=3" in note and "sudo RFID_AGENT_PURGE_JOURNAL=yes apt purge rfid-agent" in note
+    assert mode(root, f"{STATE}/PACKAGE-REMOVED.txt") == ("root", "root", 0o600)
+    assert not (root / STATE.lstrip("/") / "PACKAGE-REMOVED.txt.new").exists()
 
 
 def test_purge_keeps_a_journal_with_pending_scans(root):
     out = apt(root, "purge", "rfid-agent")
     assert not (root / "etc/rfid-agent").exists()
+    assert not (root / WAS_ACTIVE).exists()
     state = root / STATE.lstrip("/")
     assert state.is_dir() and [p for p in state.iterdir() if p.name != "PACKAGE-REMOVED.txt"]
     assert f"KEPT {STATE}" in out.stderr and "3 scans not delivered" in out.stderr
-    assert "RFID_AGENT_PURGE_JOURNAL=yes apt purge rfid-agent" in out.stderr
+    assert "sudo RFID_AGENT_PURGE_JOURNAL=yes apt purge rfid-agent" in out.stderr
+    assert f"sudo rm -rf {STATE}" in out.stderr
+
+
+def test_remove_on_a_full_disk_succeeds_and_purge_keeps_the_journal(root, debs):
+    """No temporary file (TMPDIR gone) and no room for the note: the removal
+    still succeeds, says so, and purge keeps the journal as holding an unknown
+    number of scans."""
+    apt(root, "install", f"/tmp/{debs['new'].name}")
+    proc = run(root, "env", "TMPDIR=/nonexistent",
+               *on_a_full_disk(STATE, "dpkg", "--remove", "rfid-agent"), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert status(root) == f"deinstall ok config-files {code_version()}{NEW}"
+    assert "could not write" in proc.stderr and "PACKAGE-REMOVED.txt" in proc.stderr
+    state = root / STATE.lstrip("/")
+    assert not (state / "PACKAGE-REMOVED.txt").exists()
+    out = apt(root, "purge", "rfid-agent")
+    assert state.is_dir() and (state / "journal").is_dir()
+    assert "KEPT" in out.stderr and "an unknown number of scans" in out.stderr, out.stderr
 
 
 def test_reinstall_finds_the_journal_and_purge_with_the_override_deletes_it(root, debs):
@@ -370,3 +542,22 @@ def test_purge_with_nothing_undelivered_deletes_the_state(root, debs):
     out = apt(root, "purge", "rfid-agent")
     assert not (root / STATE.lstrip("/")).exists(), out.stderr
     assert "KEPT" not in out.stderr
+
+
+def test_purge_keeps_a_journal_with_an_unreadable_segment(root, debs):
+    """Every scan delivered, but a segment nobody can read may hold more: the
+    count is unknown and purge keeps the journal."""
+    apt(root, "install", f"/tmp/{debs['new'].name}")
+    journal(root, "2")
+    journal(root, "deliver")
+    segments = root / STATE.lstrip("/") / "journal"
+    (segments / "seg-00000098.json").write_text('{"_default": {"1": ')
+    st = journal_status(root)
+    assert st["pending"] == 0 and st["unresolved"] == 0 and st["quarantined"], st
+    (segments / "seg-00000099.json").write_text("not json at all")  # one for prerm to find
+    apt(root, "remove", "rfid-agent")
+    note = (root / STATE.lstrip("/") / "PACKAGE-REMOVED.txt").read_text()
+    assert "undelivered=unknown" in note, note
+    out = apt(root, "purge", "rfid-agent")
+    assert "KEPT" in out.stderr and "an unknown number of scans" in out.stderr, out.stderr
+    assert len(list(segments.glob("*.corrupt-*"))) == 2
