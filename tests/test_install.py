@@ -9,6 +9,7 @@ pinned dependencies; later ones pass ``--no-deps`` and install the agent alone.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "install"
-WHEELHOUSE: Path | None = None  # set by the wheelhouse fixture
+WHEELHOUSE: Path | None = None  # set by fetched_wheelhouse()
 
 
 def venv_python() -> str:
@@ -40,7 +42,7 @@ def venv_python() -> str:
 def run(root: Path, *args: str, source: Path = REPO, check: bool = True, deps: bool = False,
         wheelhouse: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "VIRTUAL_ENV"))}
-    pip_args = f"--no-index --find-links {wheelhouse or WHEELHOUSE}" + ("" if deps else " --no-deps")
+    pip_args = f"--no-index --find-links {wheelhouse or fetched_wheelhouse()}" + ("" if deps else " --no-deps")
     cmd = ["bash", str(SCRIPT), "--root", str(root), "--source", str(source),
            "--python", PYTHON, "--pip-args", pip_args, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=120)
@@ -80,18 +82,26 @@ def locked() -> dict[str, str]:
                 if "==" in line and not line.startswith("#"))
 
 
+def fetched_wheelhouse(where: Path | None = None) -> Path:
+    """The only network use: what the installs below then take offline. Fetched
+    once per run, on first use (other test modules install through :func:`run` too)."""
+    global WHEELHOUSE
+    if WHEELHOUSE is None:
+        if where is None:
+            where = Path(tempfile.mkdtemp(prefix="agent-wheelhouse-"))
+            atexit.register(shutil.rmtree, where, True)
+        backend = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+        for what in (["--require-hashes", "-r", str(REPO / "requirements.lock")], backend):
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(where),
+                                *what], capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr[-2000:]
+        WHEELHOUSE = where
+    return WHEELHOUSE
+
+
 @pytest.fixture(scope="module", autouse=True)
 def wheelhouse(tmp_path_factory) -> Path:
-    """The only network use: what the installs below then take offline."""
-    global WHEELHOUSE
-    where = tmp_path_factory.mktemp("wheelhouse")
-    backend = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
-    for what in (["--require-hashes", "-r", str(REPO / "requirements.lock")], backend):
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(where), *what],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-2000:]
-    WHEELHOUSE = where
-    return where
+    return fetched_wheelhouse(None if WHEELHOUSE else tmp_path_factory.mktemp("wheelhouse"))
 
 
 def os_evdev() -> bool:
