@@ -49,10 +49,11 @@ case "$*" in
     *--version*) echo "systemd 252 (252.22-1~deb12u1)"; exit 0 ;;
     *is-enabled*) echo enabled; exit 0 ;;
     *is-active*) if [ -e /{ACTIVE} ]; then exit 0; else exit 3; fi ;;
+    *ActiveState*) if [ -e /{ACTIVE} ]; then cat /{ACTIVE}; else echo inactive; fi; exit 0 ;;
 esac
 for word in "$@"; do
     case "$word" in
-        start|restart) mkdir -p "$(dirname /{ACTIVE})" && : > /{ACTIVE} ;;
+        start|restart) mkdir -p "$(dirname /{ACTIVE})" && echo active > /{ACTIVE} ;;
         stop) rm -f /{ACTIVE} ;;
     esac
 done
@@ -166,12 +167,12 @@ def stops(log: list[str]) -> list[int]:
     return [i for i, c in enumerate(log) if re.search(r"^systemctl .*\bstop rfid-agent\.service", c)]
 
 
-def service(root: Path, running: bool) -> None:
-    """Sets the stand-in's state: the service runs, or not."""
+def service(root: Path, running: bool, state: str = "active") -> None:
+    """Sets the stand-in's state: the service runs (its ActiveState ``state``), or not."""
     active = root / ACTIVE
     if running:
         active.parent.mkdir(parents=True, exist_ok=True)
-        active.touch()
+        active.write_text(state + "\n")
     else:
         active.unlink(missing_ok=True)
 
@@ -322,7 +323,7 @@ def test_install_offline(root, debs):
     assert list((root / "usr/lib/rfid-agent/httpx/__pycache__").glob("*.pyc"))
     # The modules and udev rules applied now, as scripts/install does, for a reader already plugged in.
     log = [c.split(" [files=")[0] for c in calls(root)]
-    trigger = "udevadm trigger --action=change --subsystem-match=tty --subsystem-match=input"
+    trigger = "udevadm trigger --settle --action=change --subsystem-match=tty --subsystem-match=input"
     for want in ("modprobe -a usbserial cdc_acm", "udevadm control --reload",
                  f"{trigger} --subsystem-match=gpio"):
         assert want in log, log
@@ -409,7 +410,8 @@ def test_upgrade_restarts_a_running_service_whatever_holds_its_token(root, debs)
     assert edited != site.read_text() and "t0k3n-inline" in edited
     site.write_text(edited)
     (root / "etc/rfid-agent/token").write_bytes(b"")
-    service(root, running=True)
+    # caught starting (before READY=1, or between restarts): it counts as running
+    service(root, running=True, state="activating")
     (root / CALLS).unlink(missing_ok=True)
 
     out = apt(root, "install", f"/tmp/{debs['new'].name}")

@@ -66,7 +66,7 @@ def test_the_fix_is_the_one_in_the_hardware_readme():
     for step in steps:
         assert step in README, step
         assert step in console.FIX_CONSOLE, step
-    getty = console.FIX_GETTY.format(unit="ttyS0")
+    getty = console.FIX_GETTY.format(units="serial-getty@ttyS0.service")
     assert f"`{getty}`" in README
     for text in (f"{reader_access.RULES}".split("/")[-1], "sudo udevadm control --reload && sudo udevadm trigger",
                  "sudo usermod -aG", "sudo systemctl edit rfid-agent", "DeviceAllow=char-ttyXRUSB rw"):
@@ -253,6 +253,19 @@ def test_an_enabled_serial_getty_fails(fake_os):
     assert c["status"] == "FAIL" and "serial-getty@ttyS0.service enabled" in c["detail"], c
     assert "sudo systemctl disable --now serial-getty@ttyS0.service" in c["fix"], c
     assert console.FIX_CONSOLE not in c["fix"]  # the kernel command line is clean
+
+
+def test_a_getty_enabled_under_the_alias_is_disabled_by_that_name(fake_os):
+    """`systemctl enable serial-getty@serial0.service` links it by the alias: the fix
+    must name that link, or doctor keeps failing after its own advice."""
+    cfg = config(fake_os, str(fake_os / "dev" / "serial0"))
+    wants = fake_os / "systemd" / "getty.target.wants"
+    wants.mkdir()
+    (wants / "serial-getty@serial0.service").symlink_to("/lib/systemd/system/serial-getty@.service")
+    c = checks(cfg)["reader_console.door"]
+    assert c["status"] == "FAIL" and "serial-getty@serial0.service enabled" in c["detail"], c
+    assert "sudo systemctl disable --now serial-getty@serial0.service" in c["fix"], c
+    assert "serial-getty@ttyS0" not in c["fix"], c
 
 
 def test_a_serial_getty_made_by_the_generator_fails(fake_os):

@@ -40,7 +40,7 @@ FIX_CONSOLE = ("sudo raspi-config nonint do_serial_cons 1 && sudo raspi-config n
                "/boot/cmdline.txt), set enable_uart=1 in /boot/firmware/config.txt, reboot")
 # raspi-config's do_serial_cons 1 edits out only these two
 FIX_BY_HAND = "raspi-config removes only console=serial0,... and console=ttyAMA0,...: remove {arg} from {file} by hand"
-FIX_GETTY = "sudo systemctl disable --now serial-getty@{unit}.service"
+FIX_GETTY = "sudo systemctl disable --now {units}"  # the units found (serial-getty@ttyS0.service)
 README = "see hardware/README.md, Turn off the serial console"
 
 
@@ -190,7 +190,12 @@ def check_console(check: str, port: str) -> Result:
         if hint:
             fixes.append(hint)
     if gettys or enabled:
-        fixes.append(FIX_GETTY.format(unit=_unit(own)))
+        # the links that were found, by their own names (serial0's is not ttyS0's),
+        # and the unit systemd runs a getty on this tty as
+        units = [os.path.basename(p) for p in enabled]
+        if gettys and f"serial-getty@{_unit(own)}.service" not in units:
+            units.append(f"serial-getty@{_unit(own)}.service")
+        fixes.append(FIX_GETTY.format(units=" ".join(units)))
     fixes.append(README)
     return result(check, FAIL,
                   f"the reader's tty {own} is also a login console ({'; '.join(found)}): "
