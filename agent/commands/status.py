@@ -78,7 +78,7 @@ def render(st: dict, cfg: Config) -> list[str]:
         lines.append(f"agent {st.get('version', __version__)}: daemon running (pid {st.get('pid')}, "
                      f"up {st.get('uptime_seconds', 0) / 60:.0f} min)")
     else:
-        lines.append(f"agent {__version__}: daemon NOT running")
+        lines.append(f"agent {__version__}: daemon NOT running (start it: sudo systemctl start rfid-agent)")
     lines.append(f"  pending      {st['pending']:>7}   oldest {local_time(st.get('oldest_pending'), cfg)}"
                  f"{_age(st.get('oldest_pending'))}")
     lines.append(f"  delivered    {st['delivered']:>7}   ({st.get('duplicate', 0)} already in iFlow)")
