@@ -2,7 +2,8 @@
 production profile passes, and a real run installs the package into a minimal
 Debian bookworm root through Ansible's chroot connection, writes the door's
 config and its token from Ansible Vault, takes the Pi's UART for the reader,
-and ends with ``agent doctor --json`` in the play's output; a door
+and ends with ``agent doctor --json`` in the play's output; ``--check`` runs
+through; a restart owed by a failed run is kept for the next; a door
 without python3-evdev fails before the package goes on, with the fix.
 
 The Ansible tools come from scripts/_ansible.sh (pinned, cached). The .deb is
@@ -27,6 +28,7 @@ from tests.support import debroot
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "ansible"
 TOKEN = "tok-door1-Vault-s3cret"
+ROTATED = "tok-door1-rotated"
 VAULT_PASSWORD = "only-for-this-test"
 
 
@@ -141,6 +143,7 @@ def test_rollout_into_debian_root_over_chroot(tools: Path, tmp_path: Path) -> No
     assert enc.returncode == 0 and "$ANSIBLE_VAULT" in enc.stdout and TOKEN not in enc.stdout, enc.stderr
     (tmp_path / "secrets.yml").write_text(enc.stdout)
 
+    marker = root / "run" / "rfid-agent.restart-pending"
     with IflowStandin(token=TOKEN) as iflow:
         door = {
             "ansible_connection": "community.general.chroot",
@@ -172,12 +175,31 @@ def test_rollout_into_debian_root_over_chroot(tools: Path, tmp_path: Path) -> No
         assert report["reader.front"]["status"] == "FAIL"  # allowed, and said so:
         assert "no FAIL, except the allowed reader.front, daemon" in first.stdout
         assert TOKEN not in out
+        # Package, token and config were written: the restart they owe was
+        # remembered, then done (skipped here, no systemd) and forgotten.
+        assert re.search(r"Remember the service owes a restart for the package\][ *]*\nchanged: \[door1\]", out), out
+        assert not marker.exists()
+
+        # A dry run after a real one: the read-only steps run, nothing would change.
+        dry = _run(tools, tmp_path, *play, "--check")
+        out_dry = dry.stdout + dry.stderr
+        assert dry.returncode == 0, out_dry[-6000:]
+        assert _recap(dry.stdout)["changed"] == 0, out_dry[-6000:]
+        assert {r["check"] for r in _doctor_report(dry.stdout)} == set(report)
 
         # Run again with no allowance: nothing changes, and the missing reader fails the door.
         second = _run(tools, tmp_path, *play, "-e", '{"rfid_agent_doctor_allow_fail": []}')
         out2 = second.stdout + second.stderr
         # A bad value is refused before it replaces the door's config, with the agent's own words.
-        third = _run(tools, tmp_path, *play, "-e", "rfid_agent_timezone=Mars/Olympus")
+        # Here with a new token, written before the config is refused: the door
+        # owes a restart on it, which outlives the failed run...
+        third = _run(tools, tmp_path, *play, "-e", "rfid_agent_timezone=Mars/Olympus",
+                     "-e", f"rfid_agent_token={ROTATED}")
+        owed_after_failure = marker.exists()
+        rotated = (root / "etc" / "rfid-agent" / "token").read_text().strip()
+        # ... and the next good run does it (the token back as well).
+        again = _run(tools, tmp_path, *play)
+        out_again = again.stdout + again.stderr
         # A door without python3-evdev stops before the package, saying how to fix it.
         debroot.run_in(root, "dpkg", "--purge", "--force-depends", "python3-evdev")
         fourth = _run(tools, tmp_path, *play)
@@ -191,6 +213,11 @@ def test_rollout_into_debian_root_over_chroot(tools: Path, tmp_path: Path) -> No
 
     assert third.returncode != 0
     assert "unknown time zone 'Mars/Olympus'" in third.stdout + third.stderr, third.stdout[-6000:]
+    assert rotated == ROTATED and owed_after_failure
+    assert ROTATED not in third.stdout + third.stderr
+    assert again.returncode == 0, out_again[-6000:]
+    assert re.search(r"Forget the restart once done\][ *]*\nchanged: \[door1\]", again.stdout), out_again[-6000:]
+    assert not marker.exists()
 
     assert fourth.returncode != 0
     assert ("python3-evdev is missing: apt-get install python3-evdev (needs the network or a local mirror), "
