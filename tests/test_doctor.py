@@ -25,6 +25,7 @@ import pytest
 import trustme
 
 from agent.commands import doctor
+from agent.commands.doctor import readers
 from agent.config import load
 from agent.fsinfo import PERSISTENT, storage_of
 from agent.journal.store import Journal
@@ -257,6 +258,27 @@ def test_absent_reader_fails(site, capsys, tmp_path):
     assert rc == 1 and statuses(lines)["FAIL"] == {"reader.back"}, out
     line = lines_for(lines, "reader.back")[0]
     assert f"serial port {tmp_path}/ttyUSB9 is not present" in line and "cable" in line
+    assert "raspi-config" not in line  # not a Pi UART: the USB hint
+
+
+@pytest.mark.parametrize("port", ["/dev/serial9", "/dev/ttyAMA99", "/dev/ttyS99"])
+def test_absent_pi_uart_gets_the_uart_fix(site, capsys, tmp_path, port):
+    if os.path.exists(port):
+        pytest.skip(f"{port} exists on this machine")
+    path = site.config(state=tmp_path / "state")
+    path.write_text(path.read_text().replace(site.pty.port, port))
+    rc, lines, out = run(path, capsys)
+    line = lines_for(lines, "reader.door")[0]
+    assert rc == 1 and line.startswith("FAIL") and f"serial port {port} is not present" in line, out
+    assert readers.FIX_UART in line and "hardware/README.md, Pi UARTs" in line, out
+    assert "USB adapter" not in line
+
+
+def test_the_uart_fix_is_the_one_in_the_hardware_readme():
+    text = (Path(__file__).resolve().parent.parent / "hardware" / "README.md").read_text()
+    assert readers.FIX_UART in " ".join(text.replace("`", "").split())
+    assert "\n## Pi UARTs" in text and "/usr/share/doc/rfid-agent/hardware/README.md.gz" in text
+    assert "Pi UARTs" in readers.UART_README and "/usr/share/doc/rfid-agent/hardware/README.md.gz" in readers.UART_README
 
 
 def test_old_backlog_warns_then_fails():
@@ -376,6 +398,14 @@ def test_gpio_check(site, capsys, monkeypatch, tmp_path):
     line = lines_for(lines, "gpio")[0]
     assert line.startswith("FAIL") and "no gpiozero pin factory works" in line
     assert "no-such-factory" in line
+    # the unit already sets the factory: the fix is the OS package, or feedback without GPIO
+    assert "sudo apt install python3-lgpio" in line and "GPIOZERO_PIN_FACTORY" not in line, line
+    assert 'feedback.backend = "console" or "none"' in line and 'feedback.fallback = "console"' in line, line
+    path.write_text(path.read_text().replace('backend = "gpio"', 'backend = "gpio"\nfallback = "console"'))
+    rc, lines, out = run(path, capsys)
+    line = lines_for(lines, "gpio")[0]
+    assert line.startswith("WARN") and "falls back to console feedback" in line, out
+    assert "sudo apt install python3-lgpio" in line and "feedback.fallback" not in line, line
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
     try:
         rc, lines, out = run(path, capsys)

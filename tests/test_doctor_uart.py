@@ -119,7 +119,9 @@ def test_root_only_port_fails_for_the_state_owner_then_passes_in_its_group(test_
         assert acc["status"] == "FAIL", acc
         assert pty.port in acc["detail"] and "root:root 0600" in acc["detail"], acc
         assert f"{test_user} (the owner of {state})" in acc["detail"], acc
-        assert "hardware/99-rfid-agent.rules" in acc["fix"] and "group dialout, mode 0660" in acc["fix"], acc
+        # the rules this machine has, or the checkout's to install (the CLI runs from this checkout)
+        rules = reader_access.installed_rules() or reader_access.RULES
+        assert rules in acc["fix"] and "group dialout, mode 0660" in acc["fix"], acc
         # a pty's class is not in the unit's DeviceAllow=: said with the fix
         assert "DeviceAllow=char-pts rw" in acc["fix"] and "sudo systemctl edit rfid-agent" in acc["fix"], acc
         assert items["reader_console.door"]["status"] == "PASS", items["reader_console.door"]
@@ -170,6 +172,57 @@ def test_a_directory_the_user_cannot_enter_fails(test_user, tmp_path):
         assert "no search permission on" in acc["detail"] and test_user in acc["detail"], acc
     finally:
         pty.close()
+
+
+@pytest.fixture
+def denied_port():
+    """A regular file only its owner may open, in a directory anyone may enter, and a
+    service user that is neither its owner nor root."""
+    base = Path(tempfile.mkdtemp(prefix="doctor-rules-"))
+    try:
+        base.chmod(0o755)
+        port = base / "ttyUSB0"
+        port.write_text("")
+        port.chmod(0o600)
+        uid = 65534 if os.getuid() != 65534 else 65533
+        yield str(port), reader_access.ServiceUser("svc", uid, uid, frozenset({uid}), "a test")
+    finally:
+        shutil.rmtree(base)
+
+
+def test_the_fix_names_the_installed_rules(denied_port, tmp_path, monkeypatch):
+    port, user = denied_port
+    etc, lib = tmp_path / "etc-99-rfid-agent.rules", tmp_path / "lib-99-rfid-agent.rules"
+    monkeypatch.setattr(reader_access, "RULES_INSTALLED", (str(etc), str(lib)))
+    lib.write_text("# the package's\n")
+    acc = reader_access.check_access("reader_access.door", port, "serial", user).as_dict()
+    assert acc["status"] == "FAIL" and "group dialout, mode 0660" in acc["fix"], acc
+    assert f"the rules in {lib} do not match this device" in acc["fix"], acc
+    assert reader_access.RULES_LOCAL in acc["fix"] and "sudo udevadm control --reload" in acc["fix"], acc
+    assert reader_access.RULES not in acc["fix"] and "apt" not in acc["fix"], acc  # nothing to install
+    etc.write_text("# scripts/install's, which overrides the package's\n")
+    acc = reader_access.check_access("reader_access.door", port, "hid", user).as_dict()
+    assert f"the rules in {etc} do not match" in acc["fix"] and "group input" in acc["fix"], acc
+
+
+def test_without_installed_rules_the_fix_says_how_to_install_them(denied_port, tmp_path, monkeypatch):
+    port, user = denied_port
+    monkeypatch.setattr(reader_access, "RULES_INSTALLED", (str(tmp_path / "none.rules"),))
+    fix = reader_access.check_access("reader_access.door", port, "serial", user).fix
+    # run from this checkout
+    assert f"sudo install -m 0644 {reader_access.RULES} /etc/udev/rules.d/" in fix and "apt" not in fix, fix
+    # run from the package's copy of the program (here: this checkout standing in for /usr/lib/rfid-agent)
+    monkeypatch.setattr(reader_access, "PACKAGE_PROGRAM", str(ROOT))
+    fix = reader_access.check_access("reader_access.door", port, "serial", user).fix
+    assert "sudo apt install --reinstall rfid-agent" in fix and reader_access.RULES not in fix, fix
+    assert "group dialout, mode 0660" in fix and "sudo udevadm trigger" in fix, fix
+
+
+def test_the_rules_constants_are_the_installs_paths():
+    assert reader_access.RULES_INSTALLED[0] == "/etc/udev/rules.d/99-rfid-agent.rules"
+    assert "/lib/udev/rules.d/99-rfid-agent.rules" in reader_access.RULES_INSTALLED
+    assert (ROOT / reader_access.RULES).is_file()
+    assert reader_access.RULES_LOCAL in README
 
 
 def test_json_has_the_new_checks_for_a_present_serial_reader(tmp_path):

@@ -23,9 +23,12 @@ def check_gpio(ctx: Ctx) -> list[Result]:
         detail = f"no gpiozero pin factory works: {status.error}"
         if status.tried:
             detail += f" ({'; '.join(f'Falling back from {t}' for t in status.tried)})"
-        return [result("gpio", bad, detail + fallback_note,
-                       "on a Pi: install python3-lgpio and set GPIOZERO_PIN_FACTORY=lgpio; "
-                       "elsewhere set feedback.backend = \"console\"")]
+        # the unit sets GPIOZERO_PIN_FACTORY=lgpio, and gpiozero tries lgpio first without it
+        fix = ("on a Pi: sudo apt install python3-lgpio, then sudo systemctl restart rfid-agent; elsewhere set "
+               "feedback.backend = \"console\" or \"none\" (the door records scans without LEDs or buzzer)")
+        if fc.fallback == "none":
+            fix += "; or feedback.fallback = \"console\" (with \"none\" the daemon does not start without GPIO)"
+        return [result("gpio", bad, detail + fallback_note, fix)]
     if ctx.daemon is not None:
         return [result("gpio", PASS, f"pin factory {status.name} works; the pins are in use by the running daemon")]
     try:

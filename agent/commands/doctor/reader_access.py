@@ -27,7 +27,15 @@ from agent.commands.doctor.base import FAIL, PASS, Result, result
 UNIT_USER = "rfid-agent"
 UNIT_GROUPS = ("dialout", "input", "gpio")
 UNIT_DEVICE_CLASSES = ("ttyAMA", "ttyS", "ttyUSB", "ttyACM", "input", "gpiochip")
-RULES = "hardware/99-rfid-agent.rules"
+RULES = "hardware/99-rfid-agent.rules"  # in a checkout
+# Where the two installs put the rules, the one udev obeys first (a file in
+# /etc overrides one of the same name in /lib or /usr/lib): scripts/install's,
+# then the Debian package's (/lib, which merged-/usr systems also show as /usr/lib).
+RULES_INSTALLED = ("/etc/udev/rules.d/99-rfid-agent.rules", "/lib/udev/rules.d/99-rfid-agent.rules",
+                   "/usr/lib/udev/rules.d/99-rfid-agent.rules")
+# A site's own lines: neither an upgrade nor scripts/install overwrites this file.
+RULES_LOCAL = "/etc/udev/rules.d/99-rfid-agent-local.rules"
+PACKAGE_PROGRAM = "/usr/lib/rfid-agent"  # the Debian package's copy of the program
 PROC_DEVICES = "/proc/devices"
 
 
@@ -156,6 +164,28 @@ def _device_allow_note(st: os.stat_result, real: str) -> str:
             f"add `DeviceAllow={allow} rw` under [Service] with: sudo systemctl edit rfid-agent")
 
 
+def installed_rules() -> str | None:
+    """The rules file udev reads, or None when neither install put one there."""
+    return next((p for p in RULES_INSTALLED if os.path.isfile(p)), None)
+
+
+def _rules_fix(group: str) -> str:
+    """What makes the device ``group``, mode 0660: the installed rules named, or how to install them."""
+    rules = installed_rules()
+    if rules is not None:
+        step = (f"the rules in {rules} do not match this device (or were not applied to it): "
+                f"if lsusb shows a vendor:product they do not list, add a line like theirs for it to "
+                f"{RULES_LOCAL}")
+    elif os.path.realpath(__file__).startswith(PACKAGE_PROGRAM + os.sep):
+        step = ("the udev rules 99-rfid-agent.rules are not installed: "
+                "sudo apt install --reinstall rfid-agent (they go to /lib/udev/rules.d/)")
+    else:
+        step = (f"the udev rules are not installed: in the checkout, sudo install -m 0644 {RULES} "
+                "/etc/udev/rules.d/ (add your reader's vendor:product to it if it is missing)")
+    return (f"the device must be group {group}, mode 0660: {step}, then "
+            "sudo udevadm control --reload && sudo udevadm trigger and replug")
+
+
 def _describe(st: os.stat_result) -> str:
     return f"{_user_name(st.st_uid)}:{_group_name(st.st_gid)} {stat.S_IMODE(st.st_mode):04o}"
 
@@ -175,7 +205,7 @@ def check_access(check: str, path: str, kind: str, user: ServiceUser) -> Result:
     blocked = _blocked_dir(path, user)
     if blocked is not None:
         return result(check, FAIL, f"{who} cannot reach {what} {shown}: no search permission on {blocked}",
-                      f"use a path under /dev (the udev rules in {RULES} make /dev/rfid0 and "
+                      "use a path under /dev (the udev rules 99-rfid-agent.rules make /dev/rfid0 and "
                       "/dev/input/rfid-kbd)" + (f"; also {note}" if note else ""))
     if _permits(st, user, os.R_OK | os.W_OK):
         detail = f"{what} {shown} ({_describe(st)}) read/write permitted for {who}"
@@ -187,10 +217,7 @@ def check_access(check: str, path: str, kind: str, user: ServiceUser) -> Result:
         fix = (f"add {user.name} to group {dev_group}: sudo usermod -aG {dev_group} {user.name}, "
                "then sudo systemctl restart rfid-agent")
     else:
-        fix = (f"the device must be group {group}, mode 0660: install {RULES} in /etc/udev/rules.d/ "
-               "(add your reader's vendor:product if it is missing), then "
-               "sudo udevadm control --reload && sudo udevadm trigger and replug "
-               f"(the unit adds {user.name} to group {group}: SupplementaryGroups=)")
+        fix = _rules_fix(group) + f" (the unit adds {user.name} to group {group}: SupplementaryGroups=)"
     if note:
         fix += f"; also {note}"
     return result(check, FAIL, f"{what} {shown} is {_describe(st)}: {who} may not read and write it", fix)

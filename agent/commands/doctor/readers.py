@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 
 from agent.commands.doctor.base import FAIL, PASS, Ctx, Result, result
 from agent.commands.doctor.console import check_console
@@ -29,12 +30,21 @@ def _daemon_reader(ctx: Ctx, name: str) -> dict | None:
     return None
 
 
+# The Pi's own UART names: absent because the UART is off, not because a cable is loose.
+_PI_UART = re.compile(r"/dev/(serial\d+|ttyAMA\d+|ttyS\d+)\Z")
+# The steps of hardware/README.md, "Pi UARTs" (tests/test_doctor.py keeps them equal).
+FIX_UART = ("enable the Pi's UART: sudo raspi-config nonint do_serial_hw 0 (or enable_uart=1 in "
+            "/boot/firmware/config.txt), then reboot; on a Pi 5 serial0 is the debug connector: "
+            "the GPIO 14/15 UART is /dev/ttyAMA0 with dtparam=uart0=on")
+UART_README = "(see hardware/README.md, Pi UARTs: /usr/share/doc/rfid-agent/hardware/README.md.gz with the package)"
+FIX_USB = ("check the reader's cable and USB adapter (ls -l /dev/serial/by-id /dev/input/by-id), "
+           "the udev rule and the path in the config")
+
+
 def _device_access(path: str, what: str, group_hint: str) -> tuple[str, str] | None:
     """(detail, fix) if ``path`` is missing or not readable/writable, else None."""
     if not os.path.exists(path):
-        return (f"{what} {path} is not present",
-                ("check the reader's cable and USB adapter (ls -l /dev/serial/by-id /dev/input/by-id), "
-                 "the udev rule and the path in the config"))
+        return f"{what} {path} is not present", (f"{FIX_UART} {UART_README}" if _PI_UART.match(path) else FIX_USB)
     if not os.access(path, os.R_OK | os.W_OK):
         try:
             st = os.stat(path)
