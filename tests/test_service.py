@@ -117,7 +117,12 @@ def test_scan_to_feedback_latency_through_the_serial_path(tmp_path):
                 time.sleep(0.0002)
             latencies.append(time.monotonic() - sent)
             assert any(s.state for s in green.states), f"scan {i}: no feedback"
-            time.sleep(0.01)  # let the (scaled) pattern end
+            # Let the (scaled) pattern end: a LED still on when the next scan
+            # lights it again records no new state, and the scan would look unanswered.
+            ended = time.monotonic()
+            while green.state and time.monotonic() - ended < 2:
+                time.sleep(0.001)
+            time.sleep(0.002)
     finally:
         d.stop_event.set()
         t.join(10)
