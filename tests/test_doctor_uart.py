@@ -297,28 +297,20 @@ def test_an_active_console_without_console_arg_fails(fake_os):
     assert c["status"] == "FAIL" and "lists ttyS0" in c["detail"], c
 
 
-def test_an_enabled_serial_getty_fails(fake_os):
-    cfg = config(fake_os, str(fake_os / "dev" / "serial0"))
-    wants = fake_os / "systemd" / "getty.target.wants"
-    wants.mkdir()
-    (wants / "serial-getty@ttyS0.service").symlink_to("/lib/systemd/system/serial-getty@.service")
-    c = checks(cfg)["reader_console.door"]
-    assert c["status"] == "FAIL" and "serial-getty@ttyS0.service enabled" in c["detail"], c
-    assert "sudo systemctl disable --now serial-getty@ttyS0.service" in c["fix"], c
-    assert console.FIX_CONSOLE not in c["fix"]  # the kernel command line is clean
-
-
-def test_a_getty_enabled_under_the_alias_is_disabled_by_that_name(fake_os):
-    """`systemctl enable serial-getty@serial0.service` links it by the alias: the fix
+@pytest.mark.parametrize("linked", ["ttyS0", "serial0"])
+def test_an_enabled_serial_getty_fails_and_the_fix_names_its_link(fake_os, linked):
+    """Enabled as serial-getty@serial0.service, the link carries the alias: the fix
     must name that link, or doctor keeps failing after its own advice."""
     cfg = config(fake_os, str(fake_os / "dev" / "serial0"))
     wants = fake_os / "systemd" / "getty.target.wants"
     wants.mkdir()
-    (wants / "serial-getty@serial0.service").symlink_to("/lib/systemd/system/serial-getty@.service")
+    (wants / f"serial-getty@{linked}.service").symlink_to("/lib/systemd/system/serial-getty@.service")
     c = checks(cfg)["reader_console.door"]
-    assert c["status"] == "FAIL" and "serial-getty@serial0.service enabled" in c["detail"], c
-    assert "sudo systemctl disable --now serial-getty@serial0.service" in c["fix"], c
-    assert "serial-getty@ttyS0" not in c["fix"], c
+    assert c["status"] == "FAIL" and f"serial-getty@{linked}.service enabled" in c["detail"], c
+    assert f"sudo systemctl disable --now serial-getty@{linked}.service" in c["fix"], c
+    other = {"ttyS0": "serial0", "serial0": "ttyS0"}[linked]
+    assert f"serial-getty@{other}" not in c["fix"], c
+    assert console.FIX_CONSOLE not in c["fix"]  # the kernel command line is clean
 
 
 def test_a_serial_getty_made_by_the_generator_fails(fake_os):
