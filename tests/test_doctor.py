@@ -17,7 +17,7 @@ import ssl
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -261,10 +261,10 @@ def test_absent_reader_fails(site, capsys, tmp_path):
     assert "raspi-config" not in line  # not a Pi UART: the USB hint
 
 
-@pytest.mark.parametrize("port", ["/dev/serial9", "/dev/ttyAMA99", "/dev/ttyS99"])
+@pytest.mark.parametrize("port", [
+    pytest.param(p, marks=pytest.mark.skipif(os.path.exists(p), reason=f"{p} exists on this machine"))
+    for p in ("/dev/serial9", "/dev/ttyAMA99", "/dev/ttyS99")])
 def test_absent_pi_uart_gets_the_uart_fix(site, capsys, tmp_path, port):
-    if os.path.exists(port):
-        pytest.skip(f"{port} exists on this machine")
     path = site.config(state=tmp_path / "state")
     path.write_text(path.read_text().replace(site.pty.port, port))
     rc, lines, out = run(path, capsys)
@@ -282,7 +282,7 @@ def test_the_uart_fix_is_the_one_in_the_hardware_readme():
 
 
 def test_old_backlog_warns_then_fails():
-    now = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
     def snap(age: timedelta) -> dict:
         return {"pending": 7, "oldest_pending": (now - age).isoformat()}
     assert doctor.backlog_result(snap(timedelta(minutes=30)), now.timestamp()).status == doctor.PASS
@@ -300,7 +300,7 @@ def test_daemon_not_running_and_local_journal(site, capsys, tmp_path):
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     j = Journal(str(state / "journal"))
-    old = (datetime.now(timezone.utc) - timedelta(hours=30)).isoformat(timespec="microseconds")
+    old = (datetime.now(UTC) - timedelta(hours=30)).isoformat(timespec="microseconds")
     j.append({"tag": "1", "raw": "1", "reader": "door", "source": "reader", "captured_at": old,
               "boot_id": "b", "mono_ns": 1, "synced": True})
     j.close()
@@ -374,7 +374,7 @@ def test_as_root_files_created_in_the_state_dir_belong_to_its_owner(site, capsys
         state.mkdir(mode=0o700)
         j = Journal(str(state / "journal"))
         j.append({"tag": "1", "raw": "1", "reader": "door", "source": "reader",
-                  "captured_at": datetime.now(timezone.utc).isoformat(), "boot_id": "b", "mono_ns": 1,
+                  "captured_at": datetime.now(UTC).isoformat(), "boot_id": "b", "mono_ns": 1,
                   "synced": True})
         j.close()
         for p in [state, *state.rglob("*")]:
@@ -431,7 +431,7 @@ def test_held_count_agrees_with_delivery_on_pinned_records(site, capsys, tmp_pat
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     j = Journal(str(state / "journal"))
-    stamp = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat(timespec="microseconds")
+    stamp = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="microseconds")
     ids = [j.append({"tag": str(i), "raw": str(i), "reader": "door", "source": "reader", "captured_at": stamp,
                      "boot_id": "an-earlier-boot", "mono_ns": 1, "synced": False}).id for i in range(2)]
     j.pin([(ids[0], "2026-01-01", "08:00:00")])

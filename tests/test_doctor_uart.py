@@ -76,16 +76,21 @@ def test_the_fix_is_the_one_in_the_hardware_readme():
 # ------------------------------------------------------------------ reader access as the service user
 
 
-@pytest.fixture
-def test_user():
+def _no_test_user() -> str | None:
+    """Why a throwaway system user cannot be made here, or None."""
     if os.geteuid() != 0:
-        pytest.skip("needs root: doctor must be run as root to judge for another user, and useradd")
+        return "needs root: doctor must be run as root to judge for another user, and useradd"
     if shutil.which("useradd") is None or shutil.which("userdel") is None:
-        pytest.skip("useradd/userdel are not installed")
+        return "useradd/userdel are not installed"
     try:
         grp.getgrnam("dialout")
     except KeyError:
-        pytest.skip("no dialout group on this machine")
+        return "no dialout group on this machine"
+    return None
+
+
+@pytest.fixture
+def test_user():
     name = f"rfidt{os.getpid() % 100000}"
     subprocess.run(["useradd", "-M", "-U", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name],
                    check=True, capture_output=True)
@@ -96,6 +101,7 @@ def test_user():
         subprocess.run(["groupdel", name], check=False, capture_output=True)  # in case userdel kept it
 
 
+@pytest.mark.skipif(_no_test_user() is not None, reason=_no_test_user() or "")
 def test_root_only_port_fails_for_the_state_owner_then_passes_in_its_group(test_user):
     import pwd
 
@@ -153,6 +159,7 @@ def test_root_only_port_fails_for_the_state_owner_then_passes_in_its_group(test_
         shutil.rmtree(base)
 
 
+@pytest.mark.skipif(_no_test_user() is not None, reason=_no_test_user() or "")
 def test_a_directory_the_user_cannot_enter_fails(test_user, tmp_path):
     import pwd
 

@@ -26,6 +26,9 @@ from agent.runtime.control import SOCKET_NAME
 REPO = Path(__file__).resolve().parent.parent
 NO_GROFF = "groff is not installed (apt-get install groff-base; scripts/test installs it)"
 NO_MAN = "man is not installed (apt-get install man-db; scripts/test installs it)"
+needs_man = pytest.mark.skipif(not shutil.which("man"), reason=NO_MAN)
+needs_groff = pytest.mark.skipif(not shutil.which("groff"), reason=NO_GROFF)
+needs_bash = pytest.mark.skipif(not shutil.which("bash"), reason="bash is not installed")
 
 
 def esc(text: str) -> str:
@@ -46,8 +49,6 @@ def generate(what: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def rendered(page: str, tmp_path: Path) -> str:
     """The page as man shows it, in one line of single spaces."""
-    if not shutil.which("man"):
-        pytest.skip(NO_MAN)
     f = tmp_path / "agent.1"
     f.write_text(page)
     out = subprocess.run(["man", "-l", str(f)], capture_output=True, text=True, timeout=60,
@@ -81,6 +82,7 @@ def test_every_command_and_every_option_is_in_its_own_section():
             assert f"\\fB{esc(flag)}\\fR" in glob, flag
 
 
+@needs_man
 def test_exit_status_environment_and_files_are_the_epilogs_words_and_the_codes_real_paths(tmp_path):
     parser = cli.build_parser(complete=True)
     shown = rendered(manual.man_page(parser), tmp_path)
@@ -99,15 +101,13 @@ def test_exit_status_environment_and_files_are_the_epilogs_words_and_the_codes_r
     assert "SEE ALSO systemctl(1), journalctl(1), systemd.service(5)" in shown
 
 
+@needs_groff
+@needs_man
 def test_groff_and_man_find_nothing_to_warn_about(tmp_path):
     f = tmp_path / "agent.1"
     f.write_text(manual.man_page())
-    if not shutil.which("groff"):
-        pytest.skip(NO_GROFF)
     out = subprocess.run(["groff", "-man", "-ww", "-z", str(f)], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stderr) == (0, "")
-    if not shutil.which("man"):
-        pytest.skip(NO_MAN)
     # lintian's check (manpage-has-errors-from-man), at two widths
     for width in ("80", "60"):
         out = subprocess.run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z", str(f)],
@@ -116,6 +116,7 @@ def test_groff_and_man_find_nothing_to_warn_about(tmp_path):
         assert (out.returncode, out.stderr) == (0, "")
 
 
+@needs_man
 def test_roff_escapes_what_troff_would_read_as_requests_or_escapes(tmp_path):
     assert manual.roff(".start") == "\\&.start"
     assert manual.roff("'start") == "\\&'start"
@@ -162,8 +163,6 @@ def script(tmp_path_factory) -> Path:
 
 def complete(script: Path, *words: str) -> list[str]:
     """COMPREPLY after <TAB> at the end of ``words`` (the last one is being completed)."""
-    if not shutil.which("bash"):
-        pytest.skip("bash is not installed")
     driver = r'''
         set -u
         source "$1" || exit 3
@@ -183,6 +182,7 @@ def complete(script: Path, *words: str) -> list[str]:
     return [w for w in out.stdout.split("\n") if w]
 
 
+@needs_bash
 def test_completes_commands_and_the_global_options(script):
     assert complete(script, "agent", "fl") == ["flush"]
     assert complete(script, "agent", "re") == ["rejected", "reconcile"]
@@ -190,6 +190,7 @@ def test_completes_commands_and_the_global_options(script):
     assert complete(script, "agent", "--") == ["--help", "--version", "--config", "--log-level"]
 
 
+@needs_bash
 def test_completes_each_commands_own_options_after_it(script):
     assert complete(script, "agent", "flush", "--") == ["--help", "--dry-run", "--release-unsynced", "--json"]
     assert complete(script, "agent", "rejected", "--dis") == ["--dismiss", "--dismissed"]
@@ -199,6 +200,7 @@ def test_completes_each_commands_own_options_after_it(script):
     assert complete(script, "agent", "flush", "--c") == []  # --config belongs before the command
 
 
+@needs_bash
 def test_completes_choices_and_nothing_for_a_free_value(script):
     assert complete(script, "agent", "--log-level", "") == ["DEBUG", "INFO", "WARNING", "ERROR"]
     assert complete(script, "agent", "--log-level", "W") == ["WARNING"]
@@ -208,6 +210,7 @@ def test_completes_choices_and_nothing_for_a_free_value(script):
     assert complete(script, "agent", "reconcile", "--from", "-") == []
 
 
+@needs_bash
 def test_completes_file_names_for_config(script, tmp_path):
     (tmp_path / "site-config.toml").write_text("")
     (tmp_path / "site-other.toml").write_text("")
@@ -218,6 +221,7 @@ def test_completes_file_names_for_config(script, tmp_path):
 
 # --- one definition ------------------------------------------------------------------------------
 
+@needs_bash
 def test_an_option_added_in_add_arguments_reaches_the_page_and_the_completion(monkeypatch, tmp_path):
     original = flush.add_arguments
 

@@ -125,13 +125,13 @@ def _system_python() -> str | None:
     return exe if r.stdout.strip() == "True" else None
 
 
+@pytest.mark.skipif(_system_python() is None,
+                    reason="no /usr/bin/python3 of the test's Python version for the dropped user to run")
 def test_a_real_command_as_root_leaves_the_owners_files(owner, tmp_path):
     """`agent status --json` as root with no daemon: every file it makes in the state
     directory (lock, clock, journal) is the owner's, so the service can still open them."""
     user, _extra, _roots, state = owner
     exe = _system_python()
-    if exe is None:
-        pytest.skip("no /usr/bin/python3 of the test's Python version for the dropped user to run")
     entry = pwd.getpwnam(user)
     cfg = write_config(tmp_path / "c.toml", state_dir=state)
     site = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]

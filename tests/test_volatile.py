@@ -9,6 +9,7 @@ journal.allow_volatile, and `agent doctor` FAILs (or WARNs) the same condition.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -123,11 +124,14 @@ def test_overlays_pointing_at_each_other_end_as_unknown():
     assert verdict(text, "/a/state")[0] == UNKNOWN
 
 
-def test_this_machine_dev_shm_when_it_is_a_tmpfs():
+def _shm_is_tmpfs() -> bool:
     with open("/proc/self/mountinfo") as f:
         shm = mount_of("/dev/shm", parse_mountinfo(f.read()))
-    if shm is None or shm.fstype != "tmpfs":
-        pytest.skip("/dev/shm is not a tmpfs here")
+    return shm is not None and shm.fstype == "tmpfs"
+
+
+@pytest.mark.skipif(not _shm_is_tmpfs(), reason="/dev/shm is not a tmpfs here")
+def test_this_machine_dev_shm_when_it_is_a_tmpfs():
     assert storage_of("/dev/shm/not-yet/created").kind == VOLATILE  # judged where it would be created
 
 
@@ -184,9 +188,9 @@ def test_doctor_fails_a_state_dir_on_tmpfs_and_warns_when_allowed(ram, tmp_path,
             assert rc == 1 and "refuses" in line
 
 
+@pytest.mark.skipif(storage_of(tempfile.gettempdir()).kind != PERSISTENT,
+                    reason=f"{tempfile.gettempdir()} (where tmp_path lives) is not on a persistent file system here")
 def test_doctor_passes_a_state_dir_on_a_disk(tmp_path, capsys):
-    if storage_of(str(tmp_path)).kind != PERSISTENT:
-        pytest.skip(f"{tmp_path} is not on a persistent file system here")
     cfg = write_config(tmp_path / "c.toml", state_dir=tmp_path / "state", extra={"journal": {"allow_volatile": False}})
     doctor.main(load(str(cfg)), argparse.Namespace(json=False))
     out = capsys.readouterr().out
