@@ -37,6 +37,7 @@ PURE = {
     "agent.reading.frames", "agent.reading.hidkeys", "agent.reading.tagformat", "agent.reading.debounce",
     "agent.delivery.wire", "agent.clock.policy", "agent.crosschex.matching", "agent.crosschex.wire",
     "agent.feedback.patterns", "agent.clock.reasons", "agent.delivery.isolation",
+    "agent.reading.pn532wire", "agent.reading.wiegand",
 }
 PURE_MAY_IMPORT = {"agent.errors", "agent.records", "agent.redact"}
 

@@ -23,13 +23,14 @@ read_ready, close_device) plus one line in :data:`agent.reading.BACKENDS`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from agent.errors import ReaderBusy
 
@@ -133,13 +134,27 @@ class Reader:
     def run(self, stop: threading.Event, emit: Emit) -> None:
         """Open, read until an error, back off, reopen: never exits before
         ``stop``, never spins. Subclasses provide the hooks below."""
-        self._stop_fd = _StopFd(stop, f"reader-{self.name}")
+        with self.watching(stop, f"reader-{self.name}"):
+            try:
+                self._supervise(stop, emit)
+            finally:
+                self.connected = False
+
+    @contextlib.contextmanager
+    def watching(self, stop: threading.Event, name: str) -> Iterator[None]:
+        """Every wait inside the hooks ends as soon as ``stop`` is set, for
+        whoever drives them: :meth:`run`, or ``agent probe``'s own loop."""
+        self._stop_fd = _StopFd(stop, name)
         try:
-            self._supervise(stop, emit)
+            yield
         finally:
-            self.connected = False
             self._stop_fd.close()
             self._stop_fd = None
+
+    @property
+    def what(self) -> str:
+        """The device as messages name it, e.g. "serial port /dev/ttyUSB0"."""
+        return self._what()
 
     def _supervise(self, stop: threading.Event, emit: Emit) -> None:
         delay = self.backoff[0]
