@@ -1,27 +1,46 @@
 """``agent probe``: hold a card to the reader and see every number it yields.
 
-Opens the configured reader(s) directly, exactly as the daemon would (serial:
-the reader's own exclusive ``open()`` and the configured decoder; hid: the
-grabbed evdev device and :class:`agent.reading.hidkeys.HidDecoder`), and prints, once per
-card (repeats within :data:`DEBOUNCE_S` of the last sighting are the same
-card still held), the raw data and the number in every format, marking the
-configured one::
+Opens the configured reader(s) directly, exactly as the daemon would (the
+reader's own exclusive ``open()``, ``input_fd()`` and ``read_ready()``: serial
+with the configured decoder, PN532 polling, Wiegand edges from the GPIO lines,
+hid through the grabbed evdev device), and prints, once per card (repeats
+within :data:`DEBOUNCE_S` of the last sighting are the same card still held),
+the raw data and the number in every format for that reader kind, in both
+byte orders, starring what the agent records::
 
     card read on "door" (serial /dev/ttyUSB0, rdm6300):
-      raw        0F00A1B2C3
-      decimal10  0010597059   <- configured (reader.tag_format)
-      hex        00A1B2C3
-      wiegand26  161,45763
+      format         big            little
+      raw            0F00A1B2C3   (as sent, either byte order)
+      decimal10      0010597059 *   2996895759
+      hex            00A1B2C3       B2A1000F
+      wiegand26      161,45763      161,00015
+      decimal        64435106499    840515518479
+      facility_card  161,45763      45729,15
+      * = what the agent records (tag_format "decimal10", byte_order "big")
 
-Input that reaches the port but never forms a valid tag (wrong protocol or
-baud rate) is reported too, rate-limited. The daemon must be stopped first:
+For a Wiegand frame a line before the table gives its bit count and
+facility/card; ``decimal`` is the whole frame with its parity bits,
+``decimal10`` the data bits without them.
+
+``--expect NUMBER`` (the number printed on the card or stored in iFlow) says
+after each card which tag_format and byte_order give it (exactly, else
+leniently: hex case, leading zeros of decimal forms, the facility/card
+separator, saying what iFlow must then hold) and prints the config lines to
+paste (:func:`agent.reading.tagformat.match_expected`), or that none does and
+the likely causes.
+
+Input that reaches the reader but never forms a valid tag (wrong protocol or
+baud rate, Wiegand noise or parity errors) is reported too, rate-limited; a
+Wiegand frame that only reads with D0 and D1 exchanged gets a line of its own
+saying to set swap_lines or swap the wires. The daemon must be stopped first:
 when it runs (it answers on its control socket, or the device is locked or
 grabbed) probe says so in one line and exits 1.
 
 Exit status: 0 after ``--count`` cards, on Ctrl-C, or at ``--timeout`` when at
-least one card (and ``--count`` if given) was read; 1 when no card came within
-``--timeout`` seconds, the reader cannot be opened or fails; 2 for an unknown
-``--reader``.
+least one card (and ``--count`` if given) was read, and with ``--expect`` every
+card read gave NUMBER; 1 when no card came within ``--timeout`` seconds, the
+reader cannot be opened or fails, or with ``--expect`` a card read did not give
+NUMBER (said at the end); 2 for an unknown ``--reader``.
 """
 
 from __future__ import annotations
@@ -37,64 +56,26 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from agent.commands.probeview import card_block, describe, expect_block, noise_lines
 from agent.config import Config, ReaderConfig
 from agent.errors import DaemonError, NoDaemon, ReaderBusy
 from agent.reading.base import Reader
-from agent.reading.serial import SerialReader
-from agent.reading.tagformat import FORMATS, all_formats, kind_for_protocol
+from agent.reading.tagformat import BYTE_ORDERS, all_formats, kind_for_protocol, match_expected
 from agent.runtime.control import ask
 from agent.runtime.requests import StatusRequest
 from agent.runtime.wiring import make_reader
 
-__all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "DEBOUNCE_S", "read_loop"]
+__all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "DEBOUNCE_S", "read_loop",
+           "show_card"]
 
 DAEMON_HOLDS = ("the agent daemon is running and holds the reader: stop it first "
                 "(systemctl stop rfid-agent)")
 DEBOUNCE_S = 1.0
 NOISE_REPORT_S = 2.0
 _TICK = 0.5
+_BLOCKED_S = 0.01  # a read_ready without an fd that came back sooner did not block: pause
 
 Put = Callable[[tuple[str, str, Any]], None]
-
-
-# --------------------------------------------------------------- printing
-
-
-def describe(rc: ReaderConfig) -> str:
-    if rc.type == "serial":
-        text = f"serial {rc.port}, {rc.protocol}"
-    else:
-        text = f"hid {rc.path or (repr(rc.device_name) if rc.device_name else rc.usb_id)}"
-    if rc.byte_order != "big":
-        text += f", byte_order {rc.byte_order}"
-    return text
-
-
-def card_block(name: str, description: str, raw: str, formats: dict[str, str | None], configured: str) -> str:
-    """The lines printed for one card (pure)."""
-    lines = [f'card read on "{name}" ({description}):']
-    for fmt in FORMATS:
-        value = formats.get(fmt)
-        if fmt == "raw":
-            value = raw if raw.isprintable() else repr(raw)
-        shown = value if value is not None else "-"
-        line = f"  {fmt:<10} {shown}"
-        if fmt == configured:
-            line = f"{line:<23}   <- configured (reader.tag_format)"
-            if value is None:
-                line += ": DOES NOT APPLY to this card"
-        elif value is None:
-            line = f"{line:<23}   (does not apply to this input)"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def _noise_text(name: str, counts: Counter, last: str | None) -> str:
-    what = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-    text = f'  (reader "{name}": input ignored: {what}'
-    if last:
-        text += f"; last: {last}"
-    return text + "; check reader.protocol and baudrate)"
 
 
 # ------------------------------------------------------------ read loops
@@ -128,21 +109,30 @@ def read_loop(reader: Reader, dev: Any, stop: threading.Event, put: Put) -> None
     daemon's); tags and problems go to ``put``. Unlike the daemon, probe does
     not reopen a failed device: it says so and the command ends."""
     noise = _NoiseReporter(reader.name, reader.decoder, put)
-    what = "the serial port" if isinstance(reader, SerialReader) else "the input device"
+    # The waits inside read_ready (PN532 polls, Wiegand's tick of several seconds)
+    # watch the stop the daemon's run() gives a reader; probe gives it too, so
+    # --timeout and Ctrl-C end probe at once rather than after the longest wait.
+    with reader.watching(stop, f"probe-{reader.name}"):
+        _read(reader, dev, stop, put, noise)
+
+
+def _read(reader: Reader, dev: Any, stop: threading.Event, put: Put, noise: _NoiseReporter) -> None:
     try:
-        fd = reader.input_fd(dev)
+        fd = reader.input_fd(dev)  # None (PN532, Wiegand): read_ready waits by itself, for a bounded time
         while not stop.is_set():
             if fd is not None and not select.select([fd], [], [], _TICK)[0]:
                 continue
+            began = time.monotonic()
             n, tags = reader.read_ready(dev)
             noise.check()  # before the tags: probe may exit at the next card
             for tag in tags:
                 put(("tag", reader.name, tag))
-            if not n and fd is not None and stop.wait(0.05):  # readable but empty: never spin
+            # readable but empty, or a read_ready that did not wait: never spin
+            if not n and (fd is not None or time.monotonic() - began < _BLOCKED_S) and stop.wait(0.05):
                 break
     except Exception as exc:  # noqa: BLE001 - SerialException/OSError (ENODEV): unplugged
         if not stop.is_set():
-            put(("error", reader.name, f"{what} failed: {exc}"))
+            put(("error", reader.name, f"{reader.what} failed: {exc}"))
     finally:
         reader.close_device(dev)
 
@@ -177,6 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_positive_float, metavar="S",
                         help="give up after S seconds without a new card (exit 1 if none, or fewer "
                              "than --count, was read)")
+    parser.add_argument("--expect", metavar="NUMBER",
+                        help="the number printed on the card or stored in iFlow: say after each card which "
+                             "tag_format and byte_order give it, with the config lines to paste (exit 1 at "
+                             "the end if a card read did not give it)")
 
 
 def _err(text: str) -> None:
@@ -209,9 +203,23 @@ def _open(rc: ReaderConfig) -> _Open:
         raise FileNotFoundError(f"serial port {rc.port} is not present")
     if rc.type == "hid" and rc.path and not os.path.exists(rc.path):
         raise FileNotFoundError(f"input device {rc.path} is not present")
-    dev = reader.open()
+    dev = reader.open()  # a wiegand reader has no path: opening its GPIO lines says what is wrong
     reader.decoder.reset()
     return _Open(rc, reader, dev)
+
+
+def show_card(rc: ReaderConfig, raw: str, expect: str | None) -> tuple[str, bool]:
+    """The text for one card read on ``rc``, and whether it gave ``expect`` (True without one)."""
+    kind = kind_for_protocol(rc.protocol, rc.type)
+    tables = {order: all_formats(raw, byte_order=order, kind=kind, card_bits=rc.card_bits)
+              for order in BYTE_ORDERS}
+    text = card_block(rc.name, describe(rc), raw, tables, rc.tag_format, rc.byte_order, kind=kind,
+                      card_bits=rc.card_bits)
+    if expect is None:
+        return text, True
+    matches = match_expected(raw, kind, expect, card_bits=rc.card_bits)
+    return text + "\n" + expect_block(rc.name, raw, kind, expect, matches, rc.tag_format, rc.byte_order), \
+        bool(matches)
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
@@ -255,50 +263,71 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     names = ", ".join(f'"{rc.name}" ({describe(rc)})' for rc in selected)
     print(f"reading {names}: hold a card to the reader; Ctrl-C to stop", flush=True)
 
-    cards = 0
-    seen: dict[tuple[str, str], float] = {}
-    last_card = time.monotonic()
+    expect = getattr(args, "expect", None)
+    tally = _Tally(expect)
     try:
-        while True:
-            wait = _TICK
-            if timeout is not None:
-                left = last_card + timeout - time.monotonic()
-                if left <= 0:
-                    if cards == 0:
-                        _err(f"no card read within {timeout:g} s")
-                        return 1
-                    if count is not None and cards < count:
-                        _err(f"only {cards} of {count} cards read (none for {timeout:g} s)")
-                        return 1
-                    return 0
-                wait = min(wait, left)
-            try:
-                kind, name, payload = q.get(timeout=wait)
-            except queue.Empty:
-                continue
-            if kind == "error":
-                _err(f'reader "{name}": {payload}')
-                return 1
-            if kind == "noise":
-                print(_noise_text(name, *payload), flush=True)
-                continue
-            now = time.monotonic()
-            key = (name, payload)
-            prev = seen.get(key)
-            seen[key] = now
-            if prev is not None and now - prev < DEBOUNCE_S:
-                continue  # the same card, still held
-            rc = by_name[name]
-            fm = all_formats(payload, byte_order=rc.byte_order, kind=kind_for_protocol(rc.protocol, rc.type))
-            print(card_block(name, describe(rc), payload, fm, rc.tag_format), flush=True)
-            cards += 1
-            last_card = now
-            if count is not None and cards >= count:
-                return 0
+        code = _cards(by_name, q, tally, count, timeout)
     except KeyboardInterrupt:
         print("", flush=True)
-        return 0
+        code = 0
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=2)
+    return tally.verdict(code)
+
+
+class _Tally:
+    """Cards shown, and those that did not give --expect."""
+
+    def __init__(self, expect: str | None) -> None:
+        self.expect, self.cards, self.missed = expect, 0, 0
+
+    def verdict(self, code: int) -> int:
+        if code == 0 and self.missed:
+            _err(f"{self.missed} of {self.cards} cards read did not give --expect {self.expect}")
+            return 1
+        return code
+
+
+def _cards(by_name: dict[str, ReaderConfig], q: queue.Queue, tally: _Tally, count: int | None,
+           timeout: float | None) -> int:
+    """Show cards as they come until --count, --timeout or a reader error; the exit code."""
+    seen: dict[tuple[str, str], float] = {}
+    last_card = time.monotonic()
+    while True:
+        wait = _TICK
+        if timeout is not None:
+            left = last_card + timeout - time.monotonic()
+            if left <= 0:
+                if tally.cards == 0:
+                    _err(f"no card read within {timeout:g} s")
+                    return 1
+                if count is not None and tally.cards < count:
+                    _err(f"only {tally.cards} of {count} cards read (none for {timeout:g} s)")
+                    return 1
+                return 0
+            wait = min(wait, left)
+        try:
+            kind, name, payload = q.get(timeout=wait)
+        except queue.Empty:
+            continue
+        if kind == "error":
+            _err(f'reader "{name}": {payload}')
+            return 1
+        if kind == "noise":
+            rc = by_name[name]
+            print("\n".join(noise_lines(name, *payload, kind_for_protocol(rc.protocol, rc.type))), flush=True)
+            continue
+        now = time.monotonic()
+        prev = seen.get((name, payload))
+        seen[(name, payload)] = now
+        if prev is not None and now - prev < DEBOUNCE_S:
+            continue  # the same card, still held
+        text, matched = show_card(by_name[name], payload, tally.expect)
+        tally.cards += 1  # counted before it is shown: a Ctrl-C while printing still counts it
+        tally.missed += not matched
+        print(text, flush=True)
+        last_card = now
+        if count is not None and tally.cards >= count:
+            return 0

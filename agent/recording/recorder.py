@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from agent.config import ReaderConfig
 from agent.journal.store import Journal, JournalError
 from agent.reading.debounce import Debouncer
-from agent.reading.tagformat import TagFormatError, format_tag, kind_for_protocol
+from agent.reading.tagformat import CARD_BITS, TagFormatError, format_tag, kind_for_protocol
 
 log = logging.getLogger("agent.scan")
 
@@ -38,7 +38,8 @@ class Recorder:
         self.journal = journal
         self.clock = clock
         self.feedback = feedback
-        self.formats = {rc.name: (rc.tag_format, rc.byte_order, kind_for_protocol(rc.protocol, rc.type))
+        self.formats = {rc.name: (rc.tag_format, rc.byte_order, kind_for_protocol(rc.protocol, rc.type),
+                                  rc.card_bits)
                         for rc in readers}
         self.debounce = {rc.name: Debouncer(rc.debounce_seconds) for rc in readers}
         self.log_tags = log_tags
@@ -57,9 +58,9 @@ class Recorder:
 
     def handle(self, reader: str, raw: str) -> str:
         """Record one read. Returns "stored", "already", "error" or "invalid"."""
-        fmt, order, kind = self.formats.get(reader, ("raw", "big", "auto"))
+        fmt, order, kind, card_bits = self.formats.get(reader, ("raw", "big", "auto", CARD_BITS))
         try:
-            tag = format_tag(raw, fmt, byte_order=order, kind=kind)
+            tag = format_tag(raw, fmt, byte_order=order, kind=kind, card_bits=card_bits)
         except TagFormatError as exc:
             log.warning("reader %s: %r cannot be read as %s: %s", reader,
                         tag_for_log(raw, self.log_tags), fmt, exc)
