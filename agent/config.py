@@ -8,12 +8,17 @@ is one line naming the file, the key and what is wrong.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.errors import ConfigError
+from agent.reader_config import (  # ReaderConfig lives there, imported from here as ever
+    ReaderConfig,
+    one_reader_per_device,
+    one_use_per_line,
+    reader_from_table,
+)
 from agent.schema import (
     Section,
     check_non_negative,
@@ -30,26 +35,7 @@ DEFAULT_PATH = "/etc/rfid-agent/config.toml"
 # Immutable records, as NamedTuples rather than dataclasses: every command
 # loads the config first, and dataclasses (with the inspect module they pull
 # in) would add ~25 ms here, several times that on a Pi Zero, to `agent status`.
-
-
-class ReaderConfig(NamedTuple):
-    name: str = "reader"
-    type: str = "serial"  # "serial" | "hid"
-    # serial
-    port: str = "/dev/ttyUSB0"
-    baudrate: int = 9600
-    protocol: str = "line"  # "line" | "rdm6300" | "regex"
-    pattern: str | None = None  # protocol "regex": a pattern with a named group "tag"
-    max_len: int = 64
-    # hid
-    path: str | None = None
-    device_name: str | None = None
-    usb_id: str | None = None
-    gap_seconds: float = 0.5
-    # both
-    debounce_seconds: float = 3.0
-    tag_format: str = "raw"  # "raw" | "decimal10" | "hex" | "wiegand26"
-    byte_order: str = "big"  # "big" | "little"
+# ReaderConfig and its checks: agent.reader_config.
 
 
 class IflowConfig(NamedTuple):
@@ -139,71 +125,6 @@ def _repr_without(settings: NamedTuple, *secret: str) -> str:
 
 # ---------------------------------------------------------------- validation
 
-def _reader(path: str, prefix: str, table: Any, index: int) -> ReaderConfig:
-    sec = Section(path, prefix, table)
-    rtype = sec.get("type", str, "serial", choices=("serial", "hid"))
-    d = ReaderConfig()
-    kwargs: dict[str, Any] = dict(
-        name=sec.get("name", str, "reader" if index == 0 else f"reader{index + 1}",
-                     check=lambda v: None if re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", v)
-                     else "use 1-32 letters, digits, '_', '.' or '-'"),
-        type=rtype,
-        debounce_seconds=sec.get("debounce_seconds", float, d.debounce_seconds, check=check_non_negative),
-        tag_format=sec.get("tag_format", str, d.tag_format,
-                           choices=("raw", "decimal10", "hex", "wiegand26")),
-        byte_order=sec.get("byte_order", str, d.byte_order, choices=("big", "little")),
-        port=sec.get("port", str, d.port),
-        baudrate=sec.get("baudrate", int, d.baudrate, check=check_positive),
-        protocol=sec.get("protocol", str, d.protocol, choices=("line", "rdm6300", "regex")),
-        pattern=sec.get("pattern", str, None),
-        max_len=sec.get("max_len", int, d.max_len, check=check_positive),
-        path=sec.get("path", str, None),
-        device_name=sec.get("device_name", str, None),
-        usb_id=sec.get("usb_id", str, None,
-                       check=lambda v: None if re.fullmatch(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}", v)
-                       else "expected vendor:product in hex, like \"ffff:0035\""),
-        gap_seconds=sec.get("gap_seconds", float, d.gap_seconds, check=check_positive),
-    )
-    sec.finish()
-    if kwargs["protocol"] == "regex":
-        pat = kwargs["pattern"]
-        if not pat:
-            raise sec.error("pattern", "is required when protocol = \"regex\"")
-        try:
-            if "tag" not in re.compile(pat).groupindex:
-                raise sec.error("pattern", "needs a named group (?P<tag>...) for the card number")
-        except re.error as exc:
-            raise sec.error("pattern", f"is not a valid regular expression: {exc}") from None
-    if rtype == "hid" and not (kwargs["path"] or kwargs["device_name"] or kwargs["usb_id"]):
-        raise sec.error("path", "a hid reader needs path, device_name or usb_id")
-    return ReaderConfig(**kwargs)
-
-
-def _device_of(rc: ReaderConfig) -> str | None:
-    """The device a reader opens, resolved through symlinks (/dev/rfid0 -> /dev/ttyUSB0)
-    where it can be; a URL (loop://) or a hid reader found by name or USB id compares as given."""
-    dev = rc.port if rc.type == "serial" else rc.path
-    if dev is None or "://" in dev:
-        return dev
-    return os.path.realpath(dev)
-
-
-def _one_reader_per_device(top: Section, readers: tuple[ReaderConfig, ...]) -> None:
-    # Two readers on one device: one of them never gets it and shows "reader missing" forever.
-    seen: dict[str, ReaderConfig] = {}
-    for i, rc in enumerate(readers):
-        dev = _device_of(rc)
-        if dev is None:
-            continue
-        first = seen.setdefault(dev, rc)
-        if first is not rc:
-            key = "port" if rc.type == "serial" else "path"
-            mine, theirs = (rc.port, first.port) if key == "port" else (rc.path, first.path)
-            same = mine if mine == theirs else f"{mine} and {theirs} are both {dev}"
-            raise top.error(f"reader[{i}].{key}", f"readers {first.name!r} and {rc.name!r} use the same "
-                            f"device ({same}); give each [[reader]] its own")
-
-
 def load(path: str) -> Config:
     """Read and validate the configuration file at ``path``."""
     try:
@@ -244,13 +165,15 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
     if isinstance(rtable, list):
         if not rtable:
             raise top.error("reader", "needs at least one [[reader]] table")
-        readers = tuple(_reader(path, f"reader[{i}]", t, i) for i, t in enumerate(rtable))
+        prefixes = [f"reader[{i}]" for i in range(len(rtable))]
+        readers = tuple(reader_from_table(path, p, t, i, warnings) for i, (p, t) in enumerate(zip(prefixes, rtable)))
     else:
-        readers = (_reader(path, "reader", rtable, 0),)
+        prefixes = ["reader"]
+        readers = (reader_from_table(path, "reader", rtable, 0, warnings),)
     names = [r.name for r in readers]
     if len(set(names)) != len(names):
         raise top.error("reader", f"reader names must be unique, got {names}")
-    _one_reader_per_device(top, readers)
+    one_reader_per_device(top, readers)
 
     iflow = None
     top.used.add("iflow")
@@ -289,6 +212,9 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
         buzzer_type=sec.get("buzzer_type", str, d.buzzer_type, choices=("active", "passive")),
     )
     sec.finish()
+    one_use_per_line(top, prefixes, readers, {
+        f"feedback.{k}": pin for k in ("green_pin", "red_pin", "buzzer_pin")
+        if feedback.backend == "gpio" and (pin := getattr(feedback, k)) is not None})
 
     top.used.add("journal")
     sec = Section(path, "journal", doc.get("journal", {}))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
-from agent.config import ConfigError, from_dict, load
+from agent.config import ConfigError, ReaderConfig, from_dict, load
 from agent.schema import parse_duration
 
 GOOD = '''
@@ -200,3 +203,221 @@ def test_two_readers_on_one_port_exit_2_from_the_cli(tmp_path):
     r = run_agent(p, "run")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert str(p) in r.stderr and "'entry'" in r.stderr and "'exit'" in r.stderr
+
+
+# ------------------------------------------------------------ PN532 and Wiegand readers
+
+OLD_FIELDS = ("name", "type", "port", "baudrate", "protocol", "pattern", "max_len", "path", "device_name",
+              "usb_id", "gap_seconds", "debounce_seconds", "tag_format", "byte_order")
+
+
+def reader_of(table: dict, **top) -> ReaderConfig:
+    return from_dict({"timezone": "UTC", "reader": table, **top}, "c.toml").reader
+
+
+def config_error(table: dict | list, **top) -> str:
+    with pytest.raises(ConfigError) as info:
+        from_dict({"timezone": "UTC", "reader": table, **top}, "c.toml")
+    text = str(info.value)
+    assert text.startswith("c.toml: ") and "\n" not in text, text
+    return text
+
+
+def test_old_fields_keep_their_order_and_defaults_and_the_new_ones_follow():
+    assert ReaderConfig._fields[:len(OLD_FIELDS)] == OLD_FIELDS
+    d = ReaderConfig()
+    assert (d.type, d.port, d.baudrate, d.protocol, d.max_len, d.gap_seconds, d.debounce_seconds,
+            d.tag_format, d.byte_order) == ("serial", "/dev/ttyUSB0", 9600, "line", 64, 0.5, 3.0, "raw", "big")
+    assert ReaderConfig._fields[len(OLD_FIELDS):] == (
+        "poll_seconds", "health_seconds", "reset_pin", "d0_pin", "d1_pin", "gpiochip", "swap_lines",
+        "frame_gap_seconds", "keypad", "card_bits")
+    assert (d.poll_seconds, d.health_seconds, d.reset_pin, d.d0_pin, d.d1_pin, d.gpiochip, d.swap_lines,
+            d.frame_gap_seconds, d.keypad, d.card_bits) == (0.2, 30.0, None, None, None, None, False, 0.025,
+                                                             False, 16)
+
+
+def test_an_existing_config_parses_as_before(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(GOOD.format(state=tmp_path / "s"))
+    cfg = load(str(p))
+    want = ReaderConfig(name="reader", type="serial", port="/dev/ttyUSB0", baudrate=9600, protocol="line",
+                        debounce_seconds=3.0)
+    assert cfg.reader == want and cfg.warnings == ()
+    hid = reader_of({"type": "hid", "usb_id": "ffff:0035", "gap_seconds": 0.2, "tag_format": "wiegand26",
+                     "byte_order": "little"})
+    assert hid == ReaderConfig(type="hid", usb_id="ffff:0035", gap_seconds=0.2, tag_format="wiegand26",
+                               byte_order="little")
+
+
+def test_pn532_reader_defaults_to_115200_baud_and_its_keys():
+    r = reader_of({"port": "/dev/serial0", "protocol": "pn532"})
+    assert (r.protocol, r.baudrate, r.poll_seconds, r.health_seconds, r.reset_pin) == ("pn532", 115200, 0.2, 30.0, None)
+    r = reader_of({"port": "/dev/serial0", "protocol": "pn532", "baudrate": 9600, "poll_seconds": 0.5,
+                   "health_seconds": 10, "reset_pin": "GPIO4", "gpiochip": "/dev/gpiochip0"})
+    assert (r.baudrate, r.poll_seconds, r.health_seconds, r.reset_pin, r.gpiochip) == (9600, 0.5, 10.0, "GPIO4",
+                                                                                      "/dev/gpiochip0")
+    assert reader_of({"protocol": "rdm6300"}).baudrate == 9600  # only pn532 changes the default
+
+
+@pytest.mark.parametrize("key, value, expect", [
+    ("poll_seconds", 0, "reader.poll_seconds: must be greater than 0"),
+    ("health_seconds", -1, "reader.health_seconds: must be greater than 0"),
+    ("health_seconds", "30s", "reader.health_seconds: expected a number"),
+    ("reset_pin", 64, "reader.reset_pin: must be a BCM GPIO number between 0 and 63"),
+    ("reset_pin", "", "reader.reset_pin: must be a BCM GPIO number or a gpiochip line name"),
+    ("reset_pin", 4.0, "reader.reset_pin: expected an integer or a string"),
+    ("reset_pin", True, "reader.reset_pin: expected an integer or a string"),
+])
+def test_bad_pn532_values(key, value, expect):
+    assert expect in config_error({"protocol": "pn532", key: value})
+
+
+def test_wiegand_reader_needs_two_different_lines():
+    r = reader_of({"type": "wiegand", "d0_pin": 5, "d1_pin": "GPIO6"})
+    assert (r.type, r.d0_pin, r.d1_pin, r.gpiochip, r.swap_lines, r.frame_gap_seconds, r.keypad, r.card_bits) \
+        == ("wiegand", 5, "GPIO6", None, False, 0.025, False, 16)
+    assert "reader.d0_pin: is required" in config_error({"type": "wiegand", "d1_pin": 6})
+    assert "reader.d1_pin: is required" in config_error({"type": "wiegand", "d0_pin": 5})
+    # 5, "GPIO5" and "GPIO05" are one line
+    for other in (5, "GPIO5", "GPIO05"):
+        assert "reader.d1_pin: must differ from d0_pin (both are GPIO5)" in \
+            config_error({"type": "wiegand", "d0_pin": 5, "d1_pin": other})
+    r = reader_of({"type": "wiegand", "d0_pin": "PIN_29", "d1_pin": "PIN_31", "gpiochip": "pinctrl-rp1",
+                   "swap_lines": True, "frame_gap_seconds": 0.05, "keypad": True, "card_bits": 20,
+                   "tag_format": "facility_card"})
+    assert (r.d0_pin, r.d1_pin, r.gpiochip, r.swap_lines, r.frame_gap_seconds, r.keypad, r.card_bits,
+            r.tag_format) == ("PIN_29", "PIN_31", "pinctrl-rp1", True, 0.05, True, 20, "facility_card")
+
+
+@pytest.mark.parametrize("key, value, expect", [
+    ("d0_pin", -1, "reader.d0_pin: must be a BCM GPIO number between 0 and 63"),
+    ("d0_pin", " GPIO5", "reader.d0_pin: must be a BCM GPIO number or a gpiochip line name"),
+    ("d1_pin", [6], "reader.d1_pin: expected an integer or a string"),
+    ("gpiochip", "", "reader.gpiochip: expected"),
+    ("gpiochip", 0, "reader.gpiochip: expected a string"),
+    ("swap_lines", "yes", "reader.swap_lines: expected true or false"),
+    ("frame_gap_seconds", 0, "reader.frame_gap_seconds: must be greater than 0"),
+    ("keypad", 1, "reader.keypad: expected true or false"),
+    ("card_bits", 0, "reader.card_bits: must be between 1 and 63"),
+    ("card_bits", 64, "reader.card_bits: must be between 1 and 63"),
+    ("card_bits", 16.0, "reader.card_bits: expected an integer"),
+    ("tag_format", "octal", "reader.tag_format: must be one of"),
+])
+def test_bad_wiegand_values(key, value, expect):
+    table = {"type": "wiegand", "d0_pin": 5, "d1_pin": 6, key: value}
+    assert expect in config_error(table)
+
+
+def test_new_tag_formats_and_card_bits_on_any_reader():
+    assert reader_of({"tag_format": "decimal"}).tag_format == "decimal"
+    r = reader_of({"protocol": "rdm6300", "tag_format": "facility_card", "card_bits": 24})
+    assert (r.tag_format, r.card_bits) == ("facility_card", 24)
+    assert from_dict({"timezone": "UTC", "reader": {"card_bits": 24}}).warnings == ()
+
+
+def test_a_key_of_another_reader_kind_is_a_warning_not_an_error():
+    cfg = from_dict({"timezone": "UTC", "reader": {"port": "/dev/ttyUSB0", "d0_pin": 5, "keypad": True,
+                                                    "poll_seconds": 1}}, "c.toml")
+    assert cfg.reader.type == "serial"
+    assert cfg.warnings == (
+        'c.toml: reader.poll_seconds: ignored: only a serial reader with protocol = "pn532" uses it',
+        'c.toml: reader.d0_pin: ignored: only a reader with type = "wiegand" uses it',
+        'c.toml: reader.keypad: ignored: only a reader with type = "wiegand" uses it',
+    )
+    w = from_dict({"timezone": "UTC", "reader": [{"name": "a", "type": "wiegand", "d0_pin": 5, "d1_pin": 6,
+                                                   "reset_pin": 7, "health_seconds": 5}]}, "c.toml").warnings
+    assert w == ('c.toml: reader[0].health_seconds: ignored: only a serial reader with protocol = "pn532" uses it',
+                 'c.toml: reader[0].reset_pin: ignored: only a serial reader with protocol = "pn532" uses it')
+    # gpiochip locates a pn532's reset line, and means nothing without one
+    assert from_dict({"timezone": "UTC", "reader": {"protocol": "pn532", "reset_pin": 4,
+                                                    "gpiochip": "gpiochip0"}}).warnings == ()
+    (only,) = from_dict({"timezone": "UTC", "reader": {"protocol": "pn532", "gpiochip": "gpiochip0"}}).warnings
+    assert "reader.gpiochip: ignored" in only
+    # the existing kinds' keys stay as they were: accepted on any reader, silently
+    assert from_dict({"timezone": "UTC", "reader": {"type": "hid", "path": "/dev/input/event3",
+                                                    "port": "/dev/ttyS0", "protocol": "line"}}).warnings == ()
+
+
+def test_a_key_of_another_kind_is_a_doctor_warning(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text(GOOD.format(state=tmp_path / "s").replace('protocol = "line"', 'protocol = "line"\nd0_pin = 5'))
+    r = run_agent(p, "doctor", "--json")
+    items = [i for i in json.loads(r.stdout) if i["check"] == "config"]
+    assert {"check": "config", "status": "WARN", "fix": "",
+            "detail": f'{p}: reader.d0_pin: ignored: only a reader with type = "wiegand" uses it'} in items, r.stdout
+
+
+WIEGAND = {"type": "wiegand", "d0_pin": 5, "d1_pin": 6}
+
+
+def test_two_wiegand_readers_on_one_line_are_an_error():
+    text = config_error([{"name": "entry", **WIEGAND}, {"name": "exit", "type": "wiegand", "d0_pin": "GPIO6",
+                                                         "d1_pin": 13}])
+    assert text.startswith("c.toml: reader[1].d0_pin: GPIO6 on gpiochip0 is already reader[0].d1_pin"), text
+    # "/dev/gpiochip0", "gpiochip0" and the default chip are one chip
+    text = config_error([{"name": "entry", **WIEGAND, "gpiochip": "/dev/gpiochip0"},
+                         {"name": "exit", **WIEGAND, "gpiochip": "gpiochip0"}])
+    assert "reader[1].d0_pin: GPIO5 on gpiochip0 is already reader[0].d0_pin" in text
+    # the same offsets on another chip are other lines
+    cfg = from_dict({"timezone": "UTC", "reader": [{"name": "entry", **WIEGAND},
+                                                    {"name": "exit", **WIEGAND, "gpiochip": "gpiochip1"}]})
+    assert [r.gpiochip for r in cfg.readers] == [None, "gpiochip1"]
+
+
+def test_a_wiegand_line_that_is_a_feedback_pin_or_a_reset_pin_is_an_error():
+    gpio = {"backend": "gpio", "green_pin": 17, "red_pin": 27, "buzzer_pin": 22}
+    text = config_error({**WIEGAND, "d1_pin": "GPIO27"}, feedback=gpio)
+    assert text == ("c.toml: reader.d1_pin: GPIO27 on gpiochip0 is already feedback.red_pin; "
+                    "a GPIO line serves one purpose: wire this one to another line")
+    # feedback that does not use GPIO claims no line
+    assert from_dict({"timezone": "UTC", "reader": {**WIEGAND, "d1_pin": 27},
+                      "feedback": {**gpio, "backend": "console"}}).reader.d1_pin == 27
+    text = config_error([{"name": "nfc", "port": "/dev/serial0", "protocol": "pn532", "reset_pin": 6},
+                         {"name": "gate", **WIEGAND}])
+    assert "reader[1].d1_pin: GPIO6 on gpiochip0 is already reader[0].reset_pin" in text
+    assert "reader.reset_pin: GPIO22 on gpiochip0 is already feedback.buzzer_pin" in \
+        config_error({"protocol": "pn532", "reset_pin": 22}, feedback=gpio)
+    # a reset_pin that a non-pn532 reader ignores claims nothing
+    from_dict({"timezone": "UTC", "reader": {"protocol": "rdm6300", "reset_pin": 22}, "feedback": gpio})
+
+
+def test_wiegand_readers_have_no_device_to_share():
+    # no port: the serial default /dev/ttyUSB0 of a wiegand reader is never opened
+    cfg = from_dict({"timezone": "UTC", "reader": [{"name": "gate", **WIEGAND}, {"name": "door"}]})
+    assert [r.type for r in cfg.readers] == ["wiegand", "serial"]
+
+
+def test_examples_config_has_every_reader_key_and_tag_format():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(here, "examples", "config.toml")).read()
+    for key in ReaderConfig._fields:
+        assert f"{key} = " in text, key
+    for fmt in ("decimal", "facility_card", '"pn532"', '"wiegand"'):
+        assert fmt in text, fmt
+
+
+@pytest.mark.parametrize("block, kind", [("# PN532 reader", "pn532"), ("# Wiegand 26/34 reader", "wiegand")])
+def test_the_commented_reader_examples_are_valid_and_show_the_defaults(block, kind):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(here, "examples", "config.toml")).read()
+    lines = re.split(r"\n#?\n", text[text.index(block):])[0].splitlines()
+    keys = "\n".join(ln[2:] for ln in lines if ln.startswith("# ") and " = " in ln.split("#")[1])
+    table = tomllib.loads(keys)
+    r = reader_of(table)
+    d = ReaderConfig()
+    if kind == "pn532":
+        assert (r.protocol, r.reset_pin) == ("pn532", 4)
+        assert (r.baudrate, r.poll_seconds, r.health_seconds) == (115200, d.poll_seconds, d.health_seconds)
+    else:
+        assert (r.type, r.d0_pin, r.d1_pin, r.gpiochip, r.tag_format) == ("wiegand", 5, 6, "gpiochip0", "facility_card")
+        assert (r.swap_lines, r.frame_gap_seconds, r.keypad) == (d.swap_lines, d.frame_gap_seconds, d.keypad)
+    # and beside the example's own feedback pins (17, 27, 22 in site-config.toml)
+    from_dict({"timezone": "UTC", "reader": table,
+               "feedback": {"backend": "gpio", "green_pin": 17, "red_pin": 27, "buzzer_pin": 22}})
+
+
+def test_the_tag_formats_the_config_accepts_are_the_ones_tagformat_makes():
+    from agent.reader_config import TAG_FORMATS
+    from agent.reading import tagformat
+
+    assert TAG_FORMATS == tagformat.FORMATS

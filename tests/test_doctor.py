@@ -9,14 +9,17 @@ machine's clock reports unsynchronised), and WARNs alone exit 0.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
+import types
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +28,7 @@ import pytest
 import trustme
 
 from agent.commands import doctor
-from agent.commands.doctor import readers
+from agent.commands.doctor import readers, wiegand
 from agent.config import load
 from agent.fsinfo import PERSISTENT, storage_of
 from agent.journal.store import Journal
@@ -441,3 +444,102 @@ def test_held_count_agrees_with_delivery_on_pinned_records(site, capsys, tmp_pat
     line = lines_for(lines, "clock")[0]
     assert line.startswith("WARN") and "; 1 scan(s) held until the time is known" in line, out
     assert "2 pending" in lines_for(lines, "journal")[0]
+
+
+# ------------------------------------------------------------ PN532 and Wiegand readers
+
+WIEGAND_GATE = {"name": "gate", "type": "wiegand", "d0_pin": 5, "d1_pin": 6}
+NO_GPIOCHIP = pytest.mark.skipif(bool(glob.glob("/dev/gpiochip*")), reason="this machine has a GPIO chip")
+
+
+def gpiod_v2_importable() -> bool:
+    try:
+        import gpiod
+    except ImportError:
+        return False
+    return hasattr(gpiod, "request_lines")
+
+
+@NO_GPIOCHIP
+def test_wiegand_reader_without_a_gpio_chip_fails_with_the_fix(site, capsys):
+    rc, lines, out = run(site.config(reader=WIEGAND_GATE), capsys)  # beside the running daemon
+    assert rc == 1 and statuses(lines)["FAIL"] == {"reader.gate"}, out
+    line = lines_for(lines, "reader.gate")[0]
+    assert "no GPIO chip: /dev/gpiochip* does not exist on this machine" in line, line
+    assert wiegand.FIX_NO_CHIP in line and "--device /dev/gpiochip0" in line
+    assert not lines_for(lines, "reader_access.gate") and not lines_for(lines, "reader_lines.gate")
+    (liveness,) = lines_for(lines, "reader_liveness.gate")
+    assert liveness.startswith("WARN") and wiegand.NO_LIVENESS in liveness and "agent probe --count 1" in liveness
+    (binding,) = lines_for(lines, "reader_gpiod.gate")
+    if gpiod_v2_importable():  # scripts/_env.sh installs gpiod 2.5.0 in the test venv
+        assert binding.startswith("PASS") and "libgpiod v2 Python binding" in binding, binding
+
+
+def test_the_no_liveness_warning_stays_whatever_else_passes(site, capsys):
+    rc, lines, out = run(site.config(reader=WIEGAND_GATE), capsys)
+    (liveness,) = lines_for(lines, "reader_liveness.gate")
+    assert liveness.startswith("WARN") and "a dead, unpowered or unplugged reader cannot be told from a quiet door" \
+        in liveness
+    assert "idle level" in liveness
+    assert lines_for(lines, "reader.door") == []  # only the configured readers are checked
+
+
+@pytest.mark.parametrize("module, expect", [
+    (None, "the gpiod Python module (libgpiod v2) is not installed"),
+    ("v1", "is libgpiod v1 (1.6.3)"),
+])
+def test_wiegand_reader_without_the_gpiod_v2_binding_says_what_to_install(site, capsys, monkeypatch, module, expect):
+    if module == "v1":
+        # what Debian bookworm's python3-libgpiod 1.6 looks like: the same name, no request_lines
+        module = types.ModuleType("gpiod")
+        module.__version__ = "1.6.3"
+        module.Chip = type("Chip", (), {})
+        module.LINE_REQ_EV_BOTH_EDGES = 6
+    monkeypatch.setitem(sys.modules, "gpiod", module)
+    rc, lines, out = run(site.config(reader=WIEGAND_GATE), capsys)
+    (binding,) = lines_for(lines, "reader_gpiod.gate")
+    assert rc == 1 and binding.startswith("FAIL") and expect in binding, binding
+    assert "sudo apt install python3-libgpiod" in binding and "gpiod>=2.2,<3" in binding
+    assert "bookworm" in binding
+
+
+def test_pn532_reader_answers_its_firmware_version(site, capsys, tmp_path):
+    pn532 = pytest.importorskip("standins.pn532")
+    with pn532.Pn532Sim(firmware=(0x32, 0x01, 0x06, 0x07)) as sim:
+        path = site.config(state=tmp_path / "state", reader={"name": "nfc", "protocol": "pn532", "port": sim.port})
+        assert load(str(path)).reader.baudrate == 115200
+        rc, lines, out = run(path, capsys)
+        commands = list(sim.commands)
+    assert lines_for(lines, "reader.nfc")[0].startswith("PASS"), out
+    (fw,) = lines_for(lines, "reader_pn532.nfc")
+    assert fw.startswith("PASS") and f"the PN532 on {sim.port} answers: PN532 firmware 1.6" in fw, fw
+    assert 0x02 in commands  # GetFirmwareVersion was asked, not assumed
+
+
+def test_silent_pn532_fails_with_the_wiring_fix(site, capsys, tmp_path):
+    pn532 = pytest.importorskip("standins.pn532")
+    with pn532.Pn532Sim(recover="reset") as sim:
+        sim.silent_after(0)
+        path = site.config(state=tmp_path / "state", reader={"name": "nfc", "protocol": "pn532", "port": sim.port})
+        rc, lines, out = run(path, capsys)
+    (fw,) = lines_for(lines, "reader_pn532.nfc")
+    assert rc == 1 and fw.startswith("FAIL"), fw
+    assert f"the PN532 on {sim.port} at 115200 baud does not answer" in fw and readers.FIX_PN532 in fw, fw
+
+
+def test_pn532_is_not_asked_while_the_daemon_runs(site, capsys):
+    pn532 = pytest.importorskip("standins.pn532")
+    with pn532.Pn532Sim() as sim:
+        rc, lines, out = run(site.config(reader={"name": "nfc", "protocol": "pn532", "port": sim.port}), capsys)
+        asked = list(sim.commands)
+    (fw,) = lines_for(lines, "reader_pn532.nfc")
+    assert fw.startswith("PASS") and "not asked: the running daemon has the port" in fw and "every 30 s" in fw, fw
+    assert asked == []  # the port was left alone
+
+
+def test_absent_pn532_port_is_reported_once(site, capsys, tmp_path):
+    path = site.config(state=tmp_path / "state",
+                       reader={"name": "nfc", "protocol": "pn532", "port": str(tmp_path / "ttyUSB7")})
+    rc, lines, out = run(path, capsys)
+    assert f"serial port {tmp_path}/ttyUSB7 is not present" in lines_for(lines, "reader.nfc")[0]
+    assert lines_for(lines, "reader_pn532.nfc") == []  # no second FAIL for the same cause

@@ -54,7 +54,7 @@ class EdgeSource(Protocol):
     def close(self) -> None: ...
 
 
-def _gpiod() -> Any:
+def gpiod_module() -> Any:
     """The libgpiod v2 module, imported only when GPIO is configured (a C extension)."""
     try:
         import gpiod  # lazy: only Wiegand readers and reset lines need it
@@ -166,6 +166,16 @@ class _Chips:
         return f"held by {consumer!r}" if consumer else "held by another program"
 
 
+def resolve_pins(chip: str | None, *pins: int | str) -> list[tuple[str, int]]:
+    """(chip path, line offset) of each pin, found as the readers find them,
+    without requesting any line (``agent doctor`` looks while the daemon runs)."""
+    chips = _Chips(gpiod_module())
+    try:
+        return [chips.resolve(chip, pin) for pin in pins]
+    finally:
+        chips.close()
+
+
 def _request(chips: _Chips, gpiod: Any, path: str, config: dict[Any, Any], what: dict[int, str],
              **kwargs: Any) -> Any:
     try:
@@ -218,7 +228,7 @@ def _edge_settings(gpiod: Any) -> Any:
 def open_edges(chip: str | None, d0: int | str, d1: int | str, *, consumer: str = "rfid-agent",
                buffer_events: int = 256) -> EdgeSource:
     """Request D0 and D1 as inputs with edge events; see the module docstring."""
-    gpiod = _gpiod()
+    gpiod = gpiod_module()
     size = max(256, int(buffer_events))  # a 34-bit frame is 68 edges; a burst of two, 136
     chips = _Chips(gpiod)
     try:
@@ -251,7 +261,7 @@ def reset_pulser(chip: str | None, pin: int | str, *, low_seconds: float = 0.1,
 
     def pulse() -> None:
         with lock:
-            gpiod = _gpiod()
+            gpiod = gpiod_module()
             if "request" not in state:
                 chips = _Chips(gpiod)
                 try:

@@ -26,7 +26,16 @@ when it did not pass, what to do. In order:
                    directory's owner, else ``rfid-agent``) with the unit's
                    groups may read and write it, and for a serial port
                    ``reader_console.NAME``: no kernel console (``console=``)
-                   and no getty on its tty
+                   and no getty on its tty. A PN532 (``protocol = "pn532"``)
+                   then gets ``reader_pn532.NAME``: with no daemon running it
+                   is opened as the daemon would and must answer
+                   GetFirmwareVersion. A Wiegand reader's device is its GPIO
+                   chip (``reader_access.NAME``: group gpio), then
+                   ``reader_gpiod.NAME`` (libgpiod v2's binding imports; v1
+                   is named with what to install), ``reader_lines.NAME`` (D0
+                   and D1 found, held by nobody else, idle high when no daemon
+                   runs) and ``reader_liveness.NAME``, a WARN that stays: a
+                   dead Wiegand reader cannot be told from a quiet door
 ``gpio``           the gpiozero pin factory constructs (only when
                    ``feedback.backend = "gpio"``)
 ``clock``          where the time comes from (NTP, iFlow's HTTPS Date, RTC)
@@ -47,7 +56,7 @@ helper thread). The access token is never printed: every detail goes through
 :func:`agent.redact.redact`. Exit status: 1 if any check FAILs, else 0.
 
 One module per subsystem (:mod:`.config_token`, :mod:`.storage`,
-:mod:`.readers` with :mod:`.reader_access` and :mod:`.console`, :mod:`.gpio`,
+:mod:`.readers` with :mod:`.reader_access`, :mod:`.console` and :mod:`.wiegand`, :mod:`.gpio`,
 :mod:`.clock`, :mod:`.iflow`, :mod:`.daemon`);
 each check calls the part of the agent it checks (the reader's device search,
 the feedback backend's pin factory, the delivery client, the backlog count)

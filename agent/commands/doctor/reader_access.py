@@ -190,9 +190,14 @@ def _describe(st: os.stat_result) -> str:
     return f"{_user_name(st.st_uid)}:{_group_name(st.st_gid)} {stat.S_IMODE(st.st_mode):04o}"
 
 
+# kind -> (what the messages call the device, the group the udev rules give it)
+ACCESS_KINDS = {"serial": ("serial port", "dialout"), "hid": ("input device", "input"),
+                "gpio": ("GPIO chip", "gpio")}
+
+
 def check_access(check: str, path: str, kind: str, user: ServiceUser) -> Result:
-    """``kind`` is "serial" or "hid": which group and udev rule the fix names."""
-    what = "serial port" if kind == "serial" else "input device"
+    """``kind`` is "serial", "hid" or "gpio": which group and udev rule the fix names."""
+    what, group = ACCESS_KINDS[kind]
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -210,7 +215,6 @@ def check_access(check: str, path: str, kind: str, user: ServiceUser) -> Result:
     if _permits(st, user, os.R_OK | os.W_OK):
         detail = f"{what} {shown} ({_describe(st)}) read/write permitted for {who}"
         return result(check, PASS, detail + (f"; note: {note}" if note else ""))
-    group = "dialout" if kind == "serial" else "input"
     dev_group = _group_name(st.st_gid)
     group_rw = (st.st_mode >> 3) & 6 == 6
     if group_rw and st.st_gid != 0 and st.st_uid != user.uid:

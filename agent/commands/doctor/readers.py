@@ -14,10 +14,12 @@ import grp
 import os
 import re
 
-from agent.commands.doctor.base import FAIL, PASS, Ctx, Result, result
+from agent.commands.doctor.base import FAIL, PASS, Ctx, Result, bounded, errtext, result
 from agent.commands.doctor.console import check_console
 from agent.commands.doctor.reader_access import ServiceUser, check_access, service_user
+from agent.commands.doctor.wiegand import chip_local, wiegand_checks
 from agent.config import ReaderConfig
+from agent.errors import ReaderBusy
 from agent.reading.hid import find_input_device
 
 
@@ -67,6 +69,8 @@ def _at_path(path: str, what: str, group_hint: str) -> tuple[str, str, str, str 
 def _reader_local(rc: ReaderConfig) -> tuple[str, str, str, str | None]:
     """(status, detail, fix, the device's path when present) for a reader device,
     checked without opening it."""
+    if rc.type == "wiegand":
+        return chip_local(rc)
     if rc.type == "serial":
         if "://" in rc.port:
             return PASS, f"serial URL {rc.port} (not checked)", "", None
@@ -90,8 +94,51 @@ def _reader_local(rc: ReaderConfig) -> tuple[str, str, str, str | None]:
     return FAIL, detail, "plug the reader in; check device_name/usb_id against: lsusb; evtest", None
 
 
+FIRMWARE_TIMEOUT_S = 10.0  # a ttyUSB adapter may hold the first bytes back ~1 s; the chip answers in ms
+FIX_PN532 = ("check the PN532 board's mode switches are set to HSU (UART: both off on the common boards), "
+             "TX and RX crossed to the Pi's RX and TX, its supply and ground, and baudrate (115200); "
+             "a chip that hangs recovers with reset_pin wired to its RSTPDN")
+
+
+def _firmware(rc: ReaderConfig) -> str:
+    """Open the reader as the daemon does (wake-up, SAMConfiguration, GetFirmwareVersion), then close it."""
+    from agent.reading import pn532  # lazy: only PN532 readers need the driver
+
+    reader = pn532.Pn532Reader.from_config(rc)
+    dev = reader.open()
+    try:
+        fw = getattr(reader, "firmware", None)
+    finally:
+        reader.close_device(dev)
+    if isinstance(fw, tuple) and len(fw) >= 3 and all(isinstance(b, int) for b in fw):
+        return f"PN5{fw[0]:02X} firmware {fw[1]}.{fw[2]}"
+    return str(fw) if fw else "it answered GetFirmwareVersion"
+
+
+def check_firmware(ctx: Ctx, rc: ReaderConfig, *, port_ok: bool) -> list[Result]:
+    """``reader_pn532.NAME``: the chip answers, asked only when no daemon holds the port."""
+    name = f"reader_pn532.{rc.name}"
+    try:
+        import agent.reading.pn532  # noqa: F401 - only whether the driver is installed
+    except ImportError as exc:
+        return [result(name, PASS, f"not asked: the PN532 driver (agent.reading.pn532) cannot be imported: {exc}")]
+    if ctx.daemon is not None:
+        return [result(name, PASS, "not asked: the running daemon has the port (it asks the chip every "
+                       f"{rc.health_seconds:g} s when idle)")]
+    if not port_ok:
+        return []  # reader.NAME failed with what to do
+    try:
+        fw = bounded(lambda: _firmware(rc), FIRMWARE_TIMEOUT_S)
+    except ReaderBusy as exc:
+        return [result(name, FAIL, str(exc), f"find who holds it: sudo fuser -v {rc.port}")]
+    except Exception as exc:  # noqa: BLE001 - no answer, a bad frame, a timeout: all one FAIL
+        return [result(name, FAIL, f"the PN532 on {rc.port} at {rc.baudrate} baud does not answer: {errtext(exc)}",
+                       FIX_PN532)]
+    return [result(name, PASS, f"the PN532 on {rc.port} answers: {fw}")]
+
+
 def _service_checks(rc: ReaderConfig, device: str, user: ServiceUser) -> list[Result]:
-    out = [check_access(f"reader_access.{rc.name}", device, rc.type, user)]
+    out = [check_access(f"reader_access.{rc.name}", device, "gpio" if rc.type == "wiegand" else rc.type, user)]
     if rc.type == "serial":
         out.append(check_console(f"reader_console.{rc.name}", device))
     return out
@@ -127,4 +174,8 @@ def check_readers(ctx: Ctx) -> list[Result]:
                 out.append(result(f"reader_access.{rc.name}", FAIL,
                                   f"cannot check: {type(exc).__name__}: {exc}",
                                   "report this as a bug in agent doctor"))
+        if rc.type == "wiegand":
+            out.extend(wiegand_checks(ctx, rc))
+        elif rc.type == "serial" and rc.protocol == "pn532":
+            out.extend(check_firmware(ctx, rc, port_ok=status == PASS))
     return out
