@@ -731,6 +731,12 @@ def bench_wan(ctx: Context) -> Section:
     return run(ctx)
 
 
+def bench_latency(ctx: Context) -> Section:
+    from bench.latency import bench_latency as run  # it imports this module's helpers
+
+    return run(ctx)
+
+
 REGISTRY: dict[str, Benchmark] = {
     b.name: b for b in (
         Benchmark("insert", "Insert latency", bench_insert),
@@ -738,6 +744,7 @@ REGISTRY: dict[str, Benchmark] = {
         Benchmark("flush", "Flush to the local iFlow stand-in", bench_flush),
         Benchmark("startup", "Start-up and idle wake-ups", bench_startup),
         Benchmark("wan", "Flush over a 50 ms link", bench_wan),
+        Benchmark("latency", "Scan to feedback latency: serial line and PN532", bench_latency),
     )
 }
 

@@ -1,7 +1,9 @@
 """`scripts/demo`: the whole path on one machine, no Pi needed.
 
-A pseudo-terminal plays the serial reader, the project's iFlow stand-in plays
-iFlow, and the real `agent run` daemon sits between them:
+A pseudo-terminal plays the serial reader (an RDM6300 sending its frames, or
+with ``--reader pn532`` the project's PN532 simulator, standins/pn532.py, that
+the agent polls for cards entering its field), the project's iFlow stand-in
+plays iFlow, and the real `agent run` daemon sits between them:
 
 1. iFlow is down; cards are scanned: each is journaled (fsynced) and
    acknowledged at once, nothing waits for the network;
@@ -20,6 +22,7 @@ and the pseudo-terminal go with it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
@@ -39,6 +42,14 @@ KNOWN = {"0010597059", "0013961168", "0040856634"}
 CARDS = [  # (what the RDM6300 sends, who)
     ("0F00A1B2C3", "Ana"), ("0000D507D0", "Mihai"), ("01026F6C3A", "Ioana"), ("0B00FFEE11", "a visitor"),
 ]
+# The PN532 variant's cards are 4-byte MIFARE UIDs equal to the low 4 bytes of
+# the RDM6300 cards: `tag_format = "decimal10"` gives the same card numbers, so
+# iFlow knows the same people.
+READERS = {  # --reader: (how step 1 says it, the [reader] keys that differ)
+    "rdm6300": ("RDM6300 frames on a pseudo-terminal", 'protocol = "rdm6300"'),
+    "pn532": ("a PN532 simulator on a pseudo-terminal: each card enters its field, then leaves",
+              'protocol = "pn532"   # 115200 baud, polled every 0.2 s'),
+}
 # Long enough that the daemon is still waiting when iFlow comes back, so the
 # flush finds every scan; jitter makes the wait 30 to 60 s.
 BACKOFF = "1m"
@@ -90,7 +101,9 @@ def wait_for(cfg: Path, what: str, done, seconds: float = 30.0) -> dict:
 class Demo:
     """The demo's parts, each closed by :meth:`close` whatever happened."""
 
-    def __init__(self) -> None:
+    def __init__(self, reader: str = "rdm6300") -> None:
+        self.reader = reader
+        self.sim = None  # the PN532 simulator, with --reader pn532
         given = os.environ.get("AGENT_DEMO_DIR")
         self.own_dir = not given
         self.work = Path(given or tempfile.gettempdir())
@@ -105,17 +118,24 @@ class Demo:
             self.work = Path(tempfile.mkdtemp(prefix="agent-demo-"))
             self.cfg, self.state = self.work / "config.toml", self.work / "state"
         self.work.mkdir(parents=True, exist_ok=True)
-        self.master, self.slave = self.ptys = os.openpty()
-        tty.setraw(self.master)
-        tty.setraw(self.slave)
+        if self.reader == "pn532":
+            from standins.pn532 import Pn532Sim
+
+            self.sim = Pn532Sim().start()
+            port = self.sim.port
+        else:
+            self.master, self.slave = self.ptys = os.openpty()
+            tty.setraw(self.master)
+            tty.setraw(self.slave)
+            port = os.ttyname(self.slave)
         self.standin = IflowStandin(token=TOKEN, known_cards=KNOWN, latency_s=LATENCY_S).start()
         self.standin.mode = "down"
         text = f'''timezone = "Europe/Bucharest"
 state_dir = "{self.state}"
 [reader]
 name = "door"
-port = "{os.ttyname(self.slave)}"
-protocol = "rdm6300"
+port = "{port}"
+{READERS[self.reader][1]}
 tag_format = "decimal10"
 [iflow]
 url = "{self.standin.url}"
@@ -161,7 +181,19 @@ allow_volatile = true   # the demo's state lives under /tmp, a tmpfs on many mac
         """One card held to the reader for ``held`` frames; echo the door's
         feedback: the scan stored, then the repeats recognised as the same scan."""
         step(f"{who} holds a card to the reader")
-        os.write(self.master, frame(raw) * held)  # the reader repeats while the card is held
+        if self.sim is not None:
+            # in the field for `held` of the reader's polls; it reads the card at each
+            self.sim.present(bytes.fromhex(raw)[-4:])
+        else:
+            os.write(self.master, frame(raw) * held)  # the reader repeats while the card is held
+        try:
+            self._acknowledged(held)
+        finally:
+            if self.sim is not None:
+                self.sim.present(None)  # taken away
+
+    def _acknowledged(self, held: int) -> None:
+        """Echo the feedback for ``held`` reads of one card (stored, then already)."""
         want, seconds = "stored", 20.0
         while held:
             line = self._feedback(seconds)
@@ -197,6 +229,8 @@ allow_volatile = true   # the demo's state lives under /tmp, a tmpfs on many mac
         finally:
             if self.standin is not None:
                 self.standin.stop()
+            if self.sim is not None:
+                self.sim.close()
             for fd in self.ptys:
                 os.close(fd)
             if self.own_dir and self.work.name.startswith("agent-demo-"):
@@ -211,7 +245,7 @@ allow_volatile = true   # the demo's state lives under /tmp, a tmpfs on many mac
               f"iFlow stand-in: {self.standin.url} (down for now)\n"
               f"each `$ agent ...` below is `agent --config {cfg} ...`", flush=True)
 
-        say("1. iFlow is unreachable. Cards are scanned at the door (RDM6300 frames on a pseudo-terminal).")
+        say(f"1. iFlow is unreachable. Cards are scanned at the door ({READERS[self.reader][0]}).")
         self.start_daemon()
         for raw, who in CARDS[:3]:
             self.scan(raw, who, held=3)
@@ -252,10 +286,16 @@ def _interrupted(signum: int, _frame) -> None:
     raise KeyboardInterrupt  # the same clean-up as Ctrl-C
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/demo", description="The agent end to end on one machine: "
+                                 "a simulated reader, the real daemon and a local iFlow stand-in.")
+    ap.add_argument("--reader", choices=sorted(READERS), default="rdm6300",
+                    help="the simulated reader: an RDM6300 (125 kHz EM cards, the default) or a PN532 "
+                    "(13.56 MHz MIFARE)")
+    args = ap.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupted)
-    demo = Demo()
+    demo = Demo(args.reader)
     try:
         demo.setup()
         return demo.run()

@@ -95,6 +95,26 @@ def test_script_speaks_first_keeps_speaking_during_set_up_and_leaves_tmp_empty(t
     assert list(tmp.iterdir()) == [], "the demo left files in TMPDIR"
 
 
+def test_the_pn532_variant_tells_its_reader_and_tells_the_same_story(tmp_path):
+    venv = fake_venv(tmp_path)
+    (venv / "go").touch()  # the set-up's speaking is the test above's: no wait here
+    tmp = tmp_path / "tmp"
+    env = demo_env(tmp, AGENT_VENV=str(venv), PATH=f"{venv / 'nobin'}:{os.environ['PATH']}")
+    p = subprocess.Popen([str(ROOT / "scripts" / "demo"), "--reader", "pn532"], cwd=tmp_path, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rc, lines = lines_of(p)
+    out = "\n".join(lines)
+    assert rc == 0, out
+    assert lines[0].startswith("agent demo: a simulated card reader (PN532, 13.56 MHz MIFARE)"), out
+    assert "Cards are scanned at the door (a PN532 simulator on a pseudo-terminal" in out, out
+    # the simulator's UIDs read as the same card numbers as the RDM6300 cards: iFlow knows them
+    for tag in ("0010597059", "0013961168", "0040856634"):
+        assert f"door: stored tag={tag} " in out and f"card {tag}" in out, out
+    assert "door: already tag=0010597059" in out, out  # a card left in the field is read again, once recorded
+    assert DONE in out, out
+    assert list(tmp.iterdir()) == [], "the demo left files in TMPDIR"
+
+
 def test_on_a_terminal_flush_draws_its_progress_bar(tmp_path):
     tmp = tmp_path / "tmp"
     master, slave = pty.openpty()
