@@ -21,7 +21,7 @@ from agent.commands.run import READER_STALL_S
 from agent.config import ReaderConfig
 from agent.errors import ReaderBusy
 from agent.journal.store import Journal
-from agent.reading import BACKENDS, base, make_reader
+from agent.reading import BACKENDS, PROTOCOL_BACKENDS, base, make_reader
 from agent.reading.frames import make_decoder
 from agent.reading.hid import HidReader
 from agent.reading.hidkeys import HidDecoder
@@ -662,10 +662,27 @@ def test_make_reader_builds_each_type_from_its_config(tmp_path):
 def test_every_backend_is_a_reader_with_from_config():
     import importlib
 
-    for kind, (module, cls) in BACKENDS.items():
+    for kind, (module, cls) in [*BACKENDS.items(), *PROTOCOL_BACKENDS.items()]:
         klass = getattr(importlib.import_module(module), cls)
         assert issubclass(klass, base.Reader), kind
         assert klass.from_config.__func__ is not base.Reader.from_config.__func__, kind
+    for rtype, protocol in PROTOCOL_BACKENDS:
+        assert rtype in BACKENDS, (rtype, protocol)  # a protocol refines a type that exists
+
+
+def test_a_pn532_and_a_wiegand_table_build_their_readers():
+    from agent.config import ReaderConfig
+    from agent.reading.pn532 import Pn532Reader
+    from agent.reading.wiegandreader import WiegandReader
+
+    p = make_reader(ReaderConfig(name="mifare", protocol="pn532", port="/dev/ttyAMA0", baudrate=115200,
+                                 poll_seconds=0.1, health_seconds=7.0))
+    assert isinstance(p, Pn532Reader) and (p.port, p.baudrate) == ("/dev/ttyAMA0", 115200)
+    assert (p.poll_seconds, p.health_seconds, p.reset) == (0.1, 7.0, None)
+    w = make_reader(ReaderConfig(name="gate", type="wiegand", d0_pin=5, d1_pin="GPIO6", swap_lines=True,
+                                 frame_gap_seconds=0.03))
+    assert isinstance(w, WiegandReader) and "D0 5, D1 GPIO6" in w.what
+    assert (w.decoder.swap, w.decoder.gap_ns) == (True, 30_000_000)
 
 
 # ------------------------------------------------------------ the device search
