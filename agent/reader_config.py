@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from agent.schema import Section, check_non_negative, check_positive
 
@@ -90,6 +90,14 @@ def _ignored(sec: Section, keys: tuple[str, ...], who: str, warnings: list[str])
             warnings.append(f"{sec.path}: {sec.key(k)}: ignored: only {who} uses it")
 
 
+def _within(lo: float, hi: float) -> Callable[[float], str | None]:
+    """Bounds that keep a reader sane: below ``lo`` it would spin or split frames
+    between bits, above ``hi`` it would outwait the daemon's stall limit or never end a frame."""
+    def check(v: float) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g} seconds"
+    return check
+
+
 def reader_from_table(path: str, prefix: str, table: Any, index: int, warnings: list[str]) -> ReaderConfig:
     """One ``[reader]`` table, validated; keys a reader of its kind ignores go to ``warnings``."""
     sec = Section(path, prefix, table)
@@ -116,14 +124,14 @@ def reader_from_table(path: str, prefix: str, table: Any, index: int, warnings: 
                        check=lambda v: None if re.fullmatch(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}", v)
                        else "expected vendor:product in hex, like \"ffff:0035\""),
         gap_seconds=sec.get("gap_seconds", float, d.gap_seconds, check=check_positive),
-        poll_seconds=sec.get("poll_seconds", float, d.poll_seconds, check=check_positive),
-        health_seconds=sec.get("health_seconds", float, d.health_seconds, check=check_positive),
+        poll_seconds=sec.get("poll_seconds", float, d.poll_seconds, check=_within(0.02, 5.0)),
+        health_seconds=sec.get("health_seconds", float, d.health_seconds, check=_within(1.0, 86400.0)),
         reset_pin=sec.get("reset_pin", (int, str), None, check=check_line),
         d0_pin=sec.get("d0_pin", (int, str), None, check=check_line),
         d1_pin=sec.get("d1_pin", (int, str), None, check=check_line),
         gpiochip=sec.get("gpiochip", str, None, check=_check_chip),
         swap_lines=sec.get("swap_lines", bool, d.swap_lines),
-        frame_gap_seconds=sec.get("frame_gap_seconds", float, d.frame_gap_seconds, check=check_positive),
+        frame_gap_seconds=sec.get("frame_gap_seconds", float, d.frame_gap_seconds, check=_within(0.003, 1.0)),
         keypad=sec.get("keypad", bool, d.keypad),
         card_bits=sec.get("card_bits", int, d.card_bits, check=_check_card_bits),
     )
@@ -142,6 +150,9 @@ def reader_from_table(path: str, prefix: str, table: Any, index: int, warnings: 
     pn532 = rtype == "serial" and protocol == "pn532"
     if not pn532:
         _ignored(sec, _PN532_KEYS, 'a serial reader with protocol = "pn532"', warnings)
+    elif kwargs["baudrate"] != PN532_BAUDRATE:
+        warnings.append(f"{sec.path}: {sec.key('baudrate')}: a PN532 speaks {PN532_BAUDRATE} baud in HSU mode "
+                        f"after power-up; {kwargs['baudrate']} works only if the chip was set to it")
     if rtype == "wiegand":
         for k in ("d0_pin", "d1_pin"):
             if kwargs[k] is None:

@@ -179,7 +179,8 @@ allow_volatile = true   # the demo's state lives under /tmp, a tmpfs on many mac
 
     def scan(self, raw: str, who: str, held: int = 1) -> None:
         """One card held to the reader for ``held`` frames; echo the door's
-        feedback: the scan stored, then the repeats recognised as the same scan."""
+        feedback: the scan stored, once (the repeats are the card still lying
+        there: one scan, one signal)."""
         step(f"{who} holds a card to the reader")
         if self.sim is not None:
             # in the field for `held` of the reader's polls; it reads the card at each
@@ -187,27 +188,23 @@ allow_volatile = true   # the demo's state lives under /tmp, a tmpfs on many mac
         else:
             os.write(self.master, frame(raw) * held)  # the reader repeats while the card is held
         try:
-            self._acknowledged(held)
+            self._acknowledged()
         finally:
             if self.sim is not None:
                 self.sim.present(None)  # taken away
 
-    def _acknowledged(self, held: int) -> None:
-        """Echo the feedback for ``held`` reads of one card (stored, then already)."""
-        want, seconds = "stored", 20.0
-        while held:
-            line = self._feedback(seconds)
+    def _acknowledged(self) -> None:
+        """Echo the door's feedback for one card: stored (or an error)."""
+        while True:
+            line = self._feedback(20.0)
             if line is None:
-                if want == "stored":
-                    raise RuntimeError("the daemon acknowledged no scan")
-                return  # a repeat not reported: nothing to wait for
+                raise RuntimeError("the daemon acknowledged no scan")
             word = line.split()[:1]
-            if word in (["error"], [want]):
+            if word in (["error"], ["stored"]):
                 step(f"door: {line}")
                 if word == ["error"]:
                     raise RuntimeError("the door signalled an error: see journalctl or the daemon's log")
-                held -= 1
-                want, seconds = "already", 1.0
+                return
 
     def _feedback(self, seconds: float) -> str | None:
         """The daemon's next line of door feedback, or None after ``seconds``."""

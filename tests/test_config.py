@@ -260,8 +260,11 @@ def test_pn532_reader_defaults_to_115200_baud_and_its_keys():
 
 
 @pytest.mark.parametrize("key, value, expect", [
-    ("poll_seconds", 0, "reader.poll_seconds: must be greater than 0"),
-    ("health_seconds", -1, "reader.health_seconds: must be greater than 0"),
+    ("poll_seconds", 0, "reader.poll_seconds: must be between 0.02 and 5 seconds"),
+    ("poll_seconds", 60, "reader.poll_seconds: must be between 0.02 and 5 seconds"),
+    ("poll_seconds", float("inf"), "reader.poll_seconds: must be between 0.02 and 5 seconds"),
+    ("health_seconds", -1, "reader.health_seconds: must be between 1 and 86400 seconds"),
+    ("health_seconds", float("nan"), "reader.health_seconds: must be between 1 and 86400 seconds"),
     ("health_seconds", "30s", "reader.health_seconds: expected a number"),
     ("reset_pin", 64, "reader.reset_pin: must be a BCM GPIO number between 0 and 63"),
     ("reset_pin", "", "reader.reset_pin: must be a BCM GPIO number or a gpiochip line name"),
@@ -296,7 +299,8 @@ def test_wiegand_reader_needs_two_different_lines():
     ("gpiochip", "", "reader.gpiochip: expected"),
     ("gpiochip", 0, "reader.gpiochip: expected a string"),
     ("swap_lines", "yes", "reader.swap_lines: expected true or false"),
-    ("frame_gap_seconds", 0, "reader.frame_gap_seconds: must be greater than 0"),
+    ("frame_gap_seconds", 0, "reader.frame_gap_seconds: must be between 0.003 and 1 seconds"),
+    ("frame_gap_seconds", float("inf"), "reader.frame_gap_seconds: must be between 0.003 and 1 seconds"),
     ("keypad", 1, "reader.keypad: expected true or false"),
     ("card_bits", 0, "reader.card_bits: must be between 1 and 63"),
     ("card_bits", 64, "reader.card_bits: must be between 1 and 63"),
@@ -406,7 +410,7 @@ def test_the_commented_reader_examples_are_valid_and_show_the_defaults(block, ki
     r = reader_of(table)
     d = ReaderConfig()
     if kind == "pn532":
-        assert (r.protocol, r.reset_pin) == ("pn532", 4)
+        assert (r.protocol, r.reset_pin) == ("pn532", 23)  # hardware/README.md wires RSTPDN to GPIO23
         assert (r.baudrate, r.poll_seconds, r.health_seconds) == (115200, d.poll_seconds, d.health_seconds)
     else:
         assert (r.type, r.d0_pin, r.d1_pin, r.gpiochip, r.tag_format) == ("wiegand", 5, 6, "gpiochip0", "facility_card")

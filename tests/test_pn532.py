@@ -306,8 +306,11 @@ def test_one_nack_is_answered_by_sending_again(sim, opened):
 
 def test_uids_of_other_lengths_are_dropped(sim, opened):
     sim.present(b"\x01\x02\x03\x04\x05")
-    assert opened.read() == (0, [])
-    assert opened.r.decoder.dropped["bad_uid_length"] == 1
+    # the chip answered: the odd card is dropped, the chip is not taken for silent
+    assert opened.read() == (1, [])
+    assert opened.read() == (1, [])
+    assert opened.read() == (1, [])
+    assert opened.r.decoder.dropped["bad_uid_length"] == 3
     sim.present(UID10)
     assert opened.read() == (1, [UID10.hex().upper()])
 
@@ -317,7 +320,7 @@ def test_two_unanswered_commands_in_a_row_raise(sim, opened):
     assert opened.read() == (0, [])
     with pytest.raises(Pn532Silent):
         opened.read()
-    assert opened.r.decoder.dropped["no_answer"] == 2
+    assert opened.r.unanswered == 2 and "no_answer" not in opened.r.decoder.dropped
 
 
 def test_idle_chip_is_asked_for_its_firmware_version(sim):
@@ -394,9 +397,10 @@ def test_card_held_for_ten_seconds_is_recorded_once(sim, tmp_path):
         sim.present(None)
         time.sleep(0.3)
     reads = h.reads
-    assert len(reads) > 20 and set(reads) == {"A1B2C3D4"}  # read again and again while held
+    assert len(reads) >= 2 and set(reads) == {"A1B2C3D4"}  # read again and again while held
     assert [(r.tag, r.raw) for r in journal.records()] == [("A1B2C3D4", "A1B2C3D4")]
-    assert door.events.count("stored") == 1 and door.events.count("already") == len(reads) - 1
+    # one "stored" signal; the card lying there all along gets no "already" chirps
+    assert door.events.count("stored") == 1 and door.events.count("already") == 0
     journal.close()
 
 

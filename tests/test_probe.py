@@ -318,13 +318,29 @@ def test_help_documents_expect_and_its_exit_status():
     assert "--expect NUMBER" in text and "exit 1 at the end if a card read did not give it" in text
 
 
+@pytest.mark.parametrize("bad", ["", "   ", "12 34 56", "-5", "161,,45763", "card#1"])
+def test_expect_must_look_like_a_card_number(tmp_path, pty, bad):
+    r = subprocess.run(AGENT + ["--config", str(config(tmp_path, pty)), "probe", "--expect", bad],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "expected a card number" in r.stderr, r.stderr
+    assert "reading" not in r.stdout  # refused before the reader was opened
+
+
+def test_probe_shows_the_configs_warnings_first(tmp_path, pty, capsys):
+    path = config(tmp_path, pty, d0_pin=5)  # a wiegand key on a serial reader: ignored, and said
+    rc = probe.main(load(str(path)), args(timeout=0.2))
+    err = capsys.readouterr().err
+    assert rc == 1 and "agent: warning: " in err and "reader.d0_pin: ignored" in err, err
+
+
 # ------------------------------------------------------------ new reader kinds
 
 
 def test_describe_new_reader_kinds():
     from agent.config import ReaderConfig
 
-    assert probe.describe(ReaderConfig(port="/dev/ttyAMA0", protocol="pn532")) == "serial /dev/ttyAMA0, pn532"
+    assert probe.describe(ReaderConfig(port="/dev/ttyAMA0", protocol="pn532", baudrate=115200)) == \
+        "serial /dev/ttyAMA0, pn532 at 115200 baud"
     assert probe.describe(ReaderConfig(type="wiegand", d0_pin=17, d1_pin=27)) == "wiegand D0 GPIO17 D1 GPIO27"
     assert probe.describe(ReaderConfig(type="wiegand", d0_pin="WG_D0", d1_pin="WG_D1", gpiochip="gpiochip4",
                                        swap_lines=True, byte_order="little")) == (
@@ -355,7 +371,7 @@ def test_pn532_card_every_format_and_expect(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.splitlines()[1:16] == [
-        f'card read on "door" (serial {sim.port}, pn532):',
+        f'card read on "door" (serial {sim.port}, pn532 at 115200 baud):',
         "  UID of 4 bytes",
         "  format         big            little",
         "  raw            A1B2C3D4   (as sent, either byte order)",

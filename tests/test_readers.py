@@ -681,7 +681,7 @@ def test_a_pn532_and_a_wiegand_table_build_their_readers():
     assert (p.poll_seconds, p.health_seconds, p.reset) == (0.1, 7.0, None)
     w = make_reader(ReaderConfig(name="gate", type="wiegand", d0_pin=5, d1_pin="GPIO6", swap_lines=True,
                                  frame_gap_seconds=0.03))
-    assert isinstance(w, WiegandReader) and "D0 5, D1 GPIO6" in w.what
+    assert isinstance(w, WiegandReader) and "D0 GPIO5, D1 GPIO6" in w.what
     assert (w.decoder.swap, w.decoder.gap_ns) == (True, 30_000_000)
 
 

@@ -105,18 +105,17 @@ def test_a_line_that_stays_low_while_idle_means_the_reader_went_away():
         assert len(h.take(1)) == 1
 
 
-def test_stop_ends_an_idle_reader_within_a_second(monkeypatch):
-    monkeypatch.setattr(base, "_TICK", 5.0)  # the real tick: only the stop fd can end it sooner
+def test_stop_ends_an_idle_reader_in_its_wait(monkeypatch):
+    monkeypatch.setattr(base, "_TICK", 120.0)  # a tick far longer than the join: only the stop fd ends it
     feed = EdgeFeed()
     reader = reader_on(feed)
     h = Harness(reader)
     h.thread.start()
     wait_for(lambda: reader.connected, what="connected")
     time.sleep(0.2)  # into its idle wait
-    t0 = time.monotonic()
     h.stop.set()
-    h.thread.join(3.0)
-    assert not h.thread.is_alive() and time.monotonic() - t0 < 1.0
+    h.thread.join(60.0)
+    assert not h.thread.is_alive()
     assert not feed.is_open  # the lines were released
 
 
@@ -149,7 +148,7 @@ def test_from_config_builds_the_decoder_and_the_gpio_opener():
     assert isinstance(reader, WiegandReader) and reader.name == "gate"
     dec = reader.decoder
     assert (dec.gap_ns, dec.swap, dec.keypad) == (40_000_000, True, True)
-    assert reader._what() == "Wiegand reader (D0 17, D1 GPIO27 on gpiochip0)"
+    assert reader.what == "Wiegand reader (D0 GPIO17, D1 GPIO27 on gpiochip0)"
     with pytest.raises(GpioUnavailable):  # the real opener: no chip here, or no such line
         reader.open()
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import re
 import select
 import sys
 import threading
@@ -71,6 +72,8 @@ __all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "D
 DAEMON_HOLDS = ("the agent daemon is running and holds the reader: stop it first "
                 "(systemctl stop rfid-agent)")
 DEBOUNCE_S = 1.0
+# what a printed card number or an iFlow tag looks like: 0010597059, 04A22B1A, 161,45763, 161-45763
+_CARD_NUMBER = re.compile(r"[0-9A-Za-z]{1,40}(?:[ ,/:-][0-9A-Za-z]{1,40})?")
 NOISE_REPORT_S = 2.0
 _TICK = 0.5
 _BLOCKED_S = 0.01  # a read_ready without an fd that came back sooner did not block: pause
@@ -160,6 +163,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _card_number(text: str) -> str:
+    value = text.strip()
+    if not _CARD_NUMBER.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"expected a card number (digits or hex, or facility and card such as 161,45763), got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reader", action="append", metavar="NAME",
                         help="the reader to read (repeatable; default: every configured reader)")
@@ -167,8 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_positive_float, metavar="S",
                         help="give up after S seconds without a new card (exit 1 if none, or fewer "
                              "than --count, was read)")
-    parser.add_argument("--expect", metavar="NUMBER",
-                        help="the number printed on the card or stored in iFlow: say after each card which "
+    parser.add_argument("--expect", metavar="NUMBER", type=_card_number,
+                        help="the number printed on the card or stored in iFlow (decimal, hex, or "
+                             "facility,card): say after each card which "
                              "tag_format and byte_order give it, with the config lines to paste (exit 1 at "
                              "the end if a card read did not give it)")
 
@@ -233,6 +245,8 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     selected = [by_name[n] for n in dict.fromkeys(wanted)]
     count = getattr(args, "count", None)
     timeout = getattr(args, "timeout", None)
+    for warning in cfg.warnings:  # probe is the first command a technician runs on a new door
+        _err(f"warning: {warning}")
 
     if _daemon_running(cfg):
         _err(DAEMON_HOLDS)

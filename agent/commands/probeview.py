@@ -28,6 +28,8 @@ def describe(rc: ReaderConfig) -> str:
     """The reader as probe names it: 'serial /dev/ttyAMA0, pn532', 'wiegand D0 GPIO17 D1 GPIO27'."""
     if rc.type == "serial":
         text = f"serial {rc.port}, {rc.protocol}"
+        if rc.protocol == "pn532":  # its default differs from every other serial reader's
+            text += f" at {rc.baudrate} baud"
     elif rc.type == "wiegand":
         text = f"wiegand D0 {_line_name(rc.d0_pin)} D1 {_line_name(rc.d1_pin)}"
         if rc.gpiochip:

@@ -30,6 +30,11 @@ class Debouncer:
                 self._expire(now_ns)
             return last is None or now_ns - last >= self.window_ns or now_ns < last
 
+    def last(self, reader: str, tag: str) -> int | None:
+        """When ``tag`` was last seen on ``reader`` (monotonic ns), or None."""
+        with self._lock:
+            return self._seen.get((reader, tag))
+
     def seed(self, reader: str, tag: str, at_ns: int) -> None:
         """Remember a read from before a restart (same boot)."""
         with self._lock:

@@ -34,11 +34,14 @@ from typing import Any, Callable, Protocol
 from agent.errors import ReaderError
 from agent.reading.wiegand import Edge
 
-__all__ = ["EdgeSource", "GpioUnavailable", "open_edges", "reset_pulser", "DEV_GLOB"]
+__all__ = ["EdgeSource", "GpioUnavailable", "open_edges", "reset_pulser", "resolve_pins", "gpiod_module",
+           "DEV_GLOB", "INSTALL_GPIOD"]
 
 DEV_GLOB = "/dev/gpiochip*"
-_INSTALL = ("Debian/Pi OS trixie: sudo apt install python3-libgpiod; "
-            "elsewhere (bookworm's package is v1): pip install gpiod==2.5.0")
+#: How to get libgpiod v2's binding; doctor, probe and the daemon all say this.
+INSTALL_GPIOD = ("Raspberry Pi OS / Debian trixie: sudo apt install python3-libgpiod; bookworm (whose "
+                 "package is v1): sudo pip3 install --break-system-packages gpiod==2.5.0, or "
+                 "/opt/rfid-agent/venv/bin/pip install gpiod==2.5.0 for a scripts/install venv")
 
 
 class GpioUnavailable(ReaderError):
@@ -59,11 +62,11 @@ def gpiod_module() -> Any:
     try:
         import gpiod  # lazy: only Wiegand readers and reset lines need it
     except ImportError:
-        raise GpioUnavailable(f"the gpiod Python module (libgpiod v2) is not installed: {_INSTALL}") from None
+        raise GpioUnavailable(f"the gpiod Python module (libgpiod v2) is not installed: {INSTALL_GPIOD}") from None
     if not hasattr(gpiod, "request_lines"):
         version = getattr(gpiod, "__version__", "1.x")
         raise GpioUnavailable(f"the gpiod Python module is libgpiod v1 ({version}); the agent needs "
-                              f"v2: {_INSTALL}")
+                              f"v2: {INSTALL_GPIOD}")
     return gpiod
 
 

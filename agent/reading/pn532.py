@@ -45,7 +45,8 @@ log = logging.getLogger("agent.reader")
 # a finite retry count comes within tens of ms; 0.5 s leaves room for a slow
 # card's anticollision and the adapter.  A command then takes at most 1 s
 # (ACK, a NACKed resend's ACK, the answer), a read_ready() poll_seconds plus
-# two commands: about 2 s, far inside the daemon's 10 s stall limit.
+# two commands: about 2.2 s, and last_alive is refreshed before each attempt
+# (the daemon's stall limit is 10 s).
 ACK_TIMEOUT = 0.25
 ANSWER_TIMEOUT = 0.5
 # nfcpy waits 1.5 s for the first ACK after opening a ttyUSB on a Pi: the
@@ -91,6 +92,8 @@ class Pn532Reader(SerialReader):
         self._answered_at = time.monotonic()
         self._last_write = 0.0
         self._frames: list[wire.Frame] = []  # parsed and not yet looked at
+        self._reset_error: str | None = None
+        self.unanswered = 0  # commands that got no answer at all, since start
 
     @classmethod
     def from_config(cls, rc: ReaderConfig) -> Pn532Reader:
@@ -131,10 +134,21 @@ class Pn532Reader(SerialReader):
             try:
                 self.reset()
             except Exception as exc:  # a broken reset line must not keep a chip that answers from reading
-                log.warning("reader %s: could not pulse the PN532's reset line: %s", self.name, exc)
+                message = f"could not pulse the PN532's reset line: {exc}"
+                if message != self._reset_error:  # once, not at every reopen of a silent chip
+                    log.warning("reader %s: %s", self.name, message)
+                self._reset_error = message
+            else:
+                self._reset_error = None
         self.decoder.reset()
         self._misses = 0
-        hint = " (check the wiring, the HSU/UART setting of the board's switches and the baud rate)"
+        if self.firmware is None:  # never answered since the agent started: set-up advice
+            hint = " (check the wiring, the HSU/UART setting of the board's switches and the baud rate)"
+        elif self.reset is None:  # it worked, then hung: only power or RSTPDN brings it back
+            hint = (" (it answered before, so it hung: power-cycle it, and wire its RSTPDN to a GPIO "
+                    "and set reader.reset_pin so the agent resets it; see hardware/README.md)")
+        else:
+            hint = " (it answered before and did not come back after the reset pulse: power-cycle it)"
         # A chip that was asleep may lose the first frame after the wake-up
         # (Adafruit asks twice at start): wake it and try once more.
         for _ in range(2):
@@ -160,8 +174,7 @@ class Pn532Reader(SerialReader):
 
     def read_ready(self, ser: Any) -> tuple[int, list[str]]:
         """Wait poll_seconds, poll once: (1 if the chip answered else 0, [uid hex] or [])."""
-        self._wait(None, self.poll_seconds)
-        if self._stopping():
+        if self._sleep_slices(self.poll_seconds):
             return 0, []
         if time.monotonic() - self._answered_at >= self.health_seconds:
             fw = self._firmware(ser)
@@ -170,14 +183,26 @@ class Pn532Reader(SerialReader):
                 fw = None
             self._count(fw is not None)
         params = self._command(ser, wire.in_list_passive_target(), wire.IN_LIST_PASSIVE_TARGET)
-        uid: bytes | None = None
-        if params is not None:
-            uid, reason = wire.parse_target(params)
-            if reason is not None:
-                self.decoder.drop(reason, "malformed InListPassiveTarget answer")
-                params = None
+        # An answer whose checksums passed shows the chip is alive even when the
+        # target in it is unusable (an odd UID length): dropped, never a reset.
         self._count(params is not None)
-        return (1 if params is not None else 0), ([uid.hex().upper()] if uid else [])
+        if params is None:
+            return 0, []
+        uid, reason = wire.parse_target(params)
+        if reason is not None:
+            self.decoder.drop(reason, "malformed InListPassiveTarget answer")
+        return 1, ([uid.hex().upper()] if uid else [])
+
+    def _sleep_slices(self, seconds: float) -> bool:
+        """Wait ``seconds``, keeping last_alive fresh; True if stopping."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping():
+            self._alive()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._wait(None, min(left, 1.0))
+        return True
 
     # the dialogue ------------------------------------------------------
 
@@ -206,10 +231,12 @@ class Pn532Reader(SerialReader):
     def _command(self, ser: Any, frame: bytes, code: int, *, ack_timeout: float = ACK_TIMEOUT) -> bytes | None:
         """Send one command; its answer's parameters, or None (no valid answer)."""
         for attempt in range(2):  # a NACK: send it once more
+            self._alive()  # each attempt is bounded; the daemon's stall limit counts from here
             self._flush(ser)
             self._write(ser, frame)
             got = self._next(ser, ack_timeout, code)
-            if got == "nack" and attempt == 0:
+            # no resend at the first contact: its long ACK wait would double an open's time
+            if got == "nack" and attempt == 0 and ack_timeout == ACK_TIMEOUT:
                 self.decoder.drop("nack", "the chip answered a command with NACK")
                 continue
             break
@@ -224,7 +251,8 @@ class Pn532Reader(SerialReader):
         elif got == "nack":
             self.decoder.drop("nack", "the chip answered with NACK")
         elif got is None and not self._stopping():
-            self.decoder.drop("no_answer", f"no answer to command 0x{code:02X}")
+            # Not a "drop" (no input was refused): the silence is the reader's error, said once.
+            self.unanswered += 1
             # UM0701 6.2.2: an ACK from the host aborts the pending command,
             # so its late answer cannot arrive during the next one.
             self._write(ser, wire.ACK)

@@ -60,7 +60,8 @@ class WiegandReader(Reader):
     def from_config(cls, rc: ReaderConfig) -> WiegandReader:
         decoder = WiegandDecoder(gap_s=rc.frame_gap_seconds, swap=rc.swap_lines, keypad=rc.keypad)
         on = f" on {rc.gpiochip}" if rc.gpiochip else ""
-        what = f"Wiegand reader (D0 {rc.d0_pin}, D1 {rc.d1_pin}{on})"
+        d0, d1 = (f"GPIO{p}" if isinstance(p, int) else p for p in (rc.d0_pin, rc.d1_pin))
+        what = f"Wiegand reader (D0 {d0}, D1 {d1}{on})"  # as probe and doctor name the lines
         return cls(rc.name, decoder=decoder, what=what,
                    open_source=functools.partial(open_edges, rc.gpiochip, rc.d0_pin, rc.d1_pin))
 

@@ -18,6 +18,17 @@ from agent.reading.tagformat import CARD_BITS, TagFormatError, format_tag, kind_
 
 log = logging.getLogger("agent.scan")
 
+# A card resting on the reader is read again and again: an RDM6300 about ten
+# times a second, a PN532 at every poll. Reads closer together than this (or
+# than 2.5 polls) are the same card still there, not a second tap: they get no
+# "already" signal, or the door would chirp for as long as a wallet lies on it.
+HELD_S = 0.5
+
+
+def held_ns(rc: ReaderConfig) -> int:
+    polls = 2.5 * rc.poll_seconds if rc.type == "serial" and rc.protocol == "pn532" else 0.0
+    return int(max(HELD_S, polls) * 1e9)
+
 
 def tag_for_log(tag: str, mode: str) -> str:
     """Card numbers identify people: with ``log_tags = "hash"`` logs show a digest."""
@@ -42,6 +53,7 @@ class Recorder:
                                   rc.card_bits)
                         for rc in readers}
         self.debounce = {rc.name: Debouncer(rc.debounce_seconds) for rc in readers}
+        self.held_ns = {rc.name: held_ns(rc) for rc in readers}
         self.log_tags = log_tags
         self.on_stored = on_stored
         self.counts = {"stored": 0, "already": 0, "error": 0, "invalid": 0}
@@ -69,9 +81,12 @@ class Recorder:
             return "invalid"
         stamp = self.clock.stamp()
         deb = self.debounce.get(reader)
-        if deb is not None and not deb.check(reader, tag, int(stamp["mono_ns"])):
+        now_ns = int(stamp["mono_ns"])
+        prev = deb.last(reader, tag) if deb is not None else None
+        if deb is not None and not deb.check(reader, tag, now_ns):
             self.counts["already"] += 1
-            self.feedback.event("already", f"tag={tag}")
+            if prev is None or not 0 <= now_ns - prev < self.held_ns.get(reader, 0):
+                self.feedback.event("already", f"tag={tag}")  # shown again, not still lying there
             return "already"
         fields = {"tag": tag, "raw": raw, "reader": reader, "source": "reader"}
         fields.update(stamp)

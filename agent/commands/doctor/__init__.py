@@ -29,7 +29,8 @@ when it did not pass, what to do. In order:
                    and no getty on its tty. A PN532 (``protocol = "pn532"``)
                    then gets ``reader_pn532.NAME``: with no daemon running it
                    is opened as the daemon would and must answer
-                   GetFirmwareVersion. A Wiegand reader's device is its GPIO
+                   GetFirmwareVersion; with ``reset_pin``, ``reader_reset.NAME``
+                   (the line is found and gpiod imports). A Wiegand reader's device is its GPIO
                    chip (``reader_access.NAME``: group gpio), then
                    ``reader_gpiod.NAME`` (libgpiod v2's binding imports; v1
                    is named with what to install), ``reader_lines.NAME`` (D0

@@ -17,7 +17,7 @@ import re
 from agent.commands.doctor.base import FAIL, PASS, Ctx, Result, bounded, errtext, result
 from agent.commands.doctor.console import check_console
 from agent.commands.doctor.reader_access import ServiceUser, check_access, service_user
-from agent.commands.doctor.wiegand import chip_local, wiegand_checks
+from agent.commands.doctor.wiegand import chip_local, reset_line_check, wiegand_checks
 from agent.config import ReaderConfig
 from agent.errors import ReaderBusy
 from agent.reading.hid import find_input_device
@@ -178,4 +178,6 @@ def check_readers(ctx: Ctx) -> list[Result]:
             out.extend(wiegand_checks(ctx, rc))
         elif rc.type == "serial" and rc.protocol == "pn532":
             out.extend(check_firmware(ctx, rc, port_ok=status == PASS))
+            if rc.reset_pin is not None:
+                out.append(reset_line_check(rc))
     return out

@@ -28,14 +28,11 @@ from typing import Any
 from agent.commands.doctor.base import FAIL, PASS, WARN, Ctx, Result, result
 from agent.config import ReaderConfig
 from agent.reading import gpiolines
-from agent.reading.gpiolines import DEV_GLOB, GpioUnavailable
+from agent.reading.gpiolines import DEV_GLOB, INSTALL_GPIOD, GpioUnavailable
 
 FIX_NO_CHIP = ("run the agent on the Raspberry Pi the reader's D0/D1 wires go to (its kernel makes "
                "/dev/gpiochip0); in a container pass the device in (--device /dev/gpiochip0)")
-FIX_GPIOD = ("Raspberry Pi OS / Debian trixie: sudo apt install python3-libgpiod (version 2 or newer); "
-             "bookworm's python3-libgpiod is version 1: there, "
-             "sudo pip3 install --break-system-packages 'gpiod>=2.2,<3' (or pip install 'rfid-agent[wiegand]' "
-             "in the agent's virtual environment); then sudo systemctl restart rfid-agent")
+FIX_GPIOD = f"{INSTALL_GPIOD}; then sudo systemctl restart rfid-agent"
 NO_LIVENESS = ("a Wiegand reader has no liveness signal: it sends nothing between cards, so a dead, "
                "unpowered or unplugged reader cannot be told from a quiet door (the agent checks only "
                "the lines' idle level when it starts)")
@@ -137,12 +134,29 @@ def _lines(ctx: Ctx, rc: ReaderConfig, gpiod: Any, check: str) -> Result:
     return result(check, PASS, f"{found}; both idle high")
 
 
+def reset_line_check(rc: ReaderConfig) -> Result:
+    """``reader_reset.NAME``: a PN532's reset_pin is a line the agent can pulse
+    (it is pulsed only when the chip hangs, so a broken one shows up too late)."""
+    name, pin = f"reader_reset.{rc.name}", _line_name(rc.reset_pin)
+    gpiod, why = gpiod_module()
+    if gpiod is None:
+        return result(name, FAIL, f"reset_pin {pin} cannot be pulsed: {why.replace(f': {INSTALL_GPIOD}', '')}",
+                      FIX_GPIOD)
+    try:
+        ((path, offset),) = gpiolines.resolve_pins(rc.gpiochip, rc.reset_pin)
+    except GpioUnavailable as exc:
+        return result(name, FAIL, f"reset_pin {pin} cannot be pulsed: {exc}",
+                      "set reset_pin (and gpiochip) to the line wired to the board's RSTPDN (gpioinfo lists "
+                      "the lines), or leave it out; a hung chip then needs its power cycled")
+    return result(name, PASS, f"reset_pin {pin} is {path} line {offset}: pulsed low when the chip hangs")
+
+
 def wiegand_checks(ctx: Ctx, rc: ReaderConfig) -> list[Result]:
     """``reader_gpiod``, ``reader_lines`` and ``reader_liveness`` of one Wiegand reader."""
     out: list[Result] = []
     gpiod, why = gpiod_module()
     if gpiod is None:
-        out.append(result(f"reader_gpiod.{rc.name}", FAIL, why, FIX_GPIOD))
+        out.append(result(f"reader_gpiod.{rc.name}", FAIL, why.replace(f": {INSTALL_GPIOD}", ""), FIX_GPIOD))
     else:
         version = getattr(gpiod, "__version__", "?")
         out.append(result(f"reader_gpiod.{rc.name}", PASS, f"libgpiod v2 Python binding {version} imports"))
