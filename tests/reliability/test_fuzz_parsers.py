@@ -32,7 +32,9 @@ SEEN: Counter = Counter()
 KEYS = {
     "": ["timezone", "state_dir", "log_level", "log_tags", "extra"],
     "reader": ["name", "type", "port", "baudrate", "protocol", "pattern", "max_len", "path", "device_name",
-               "usb_id", "gap_seconds", "debounce_seconds", "tag_format", "byte_order"],
+               "usb_id", "gap_seconds", "debounce_seconds", "tag_format", "byte_order", "poll_seconds",
+               "health_seconds", "reset_pin", "d0_pin", "d1_pin", "gpiochip", "swap_lines", "frame_gap_seconds",
+               "keypad", "card_bits"],
     "iflow": ["url", "access_token", "client_version", "access_token_file", "max_url_bytes", "csv_data_in",
               "connect_timeout", "read_timeout", "backoff_initial", "backoff_max", "batch_max", "ca_bundle",
               "send_delay"],
@@ -44,7 +46,7 @@ KEYS = {
                   "match_seconds", "min_interval", "reconcile_every", "reconcile_window"],
 }
 GOOD = {"timezone": "Europe/Bucharest", "url": "https://iflow.example/x", "access_token": "tok-12345678",
-        "type": "serial", "protocol": "line", "backend": "none", "unsynced": "hold", "pattern": "(?P<tag>\\d+)",
+        "type": ["serial", "hid", "wiegand"], "protocol": ["line", "pn532"], "d0_pin": [5, "GPIO5"], "d1_pin": [6], "backend": "none", "unsynced": "hold", "pattern": "(?P<tag>\\d+)",
         "api_key": "k", "api_secret": "s", "backoff_initial": "2s", "min_interval": "30s"}
 toml_scalars = (st.text(max_size=12) | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=True)
                 | st.booleans() | st.datetimes(timezones=st.none() | st.just(dt.timezone.utc))
@@ -61,7 +63,9 @@ def config_docs(draw):
             continue
         table = doc if not section else {}
         for k in draw(st.lists(st.sampled_from(keys), max_size=len(keys), unique=True)):
-            table[k] = draw(st.sampled_from([GOOD[k]]) | toml_values) if k in GOOD else draw(toml_values)
+            good = GOOD.get(k)
+            choices = good if isinstance(good, list) else [good]
+            table[k] = draw(st.sampled_from(choices) | toml_values) if k in GOOD else draw(toml_values)
         if section:
             doc[section] = table if draw(st.integers(0, 9)) else draw(toml_values)
     if draw(st.booleans()):
