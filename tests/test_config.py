@@ -301,6 +301,8 @@ def test_wiegand_reader_needs_two_different_lines():
     ("swap_lines", "yes", "reader.swap_lines: expected true or false"),
     ("frame_gap_seconds", 0, "reader.frame_gap_seconds: must be between 0.003 and 1 seconds"),
     ("frame_gap_seconds", float("inf"), "reader.frame_gap_seconds: must be between 0.003 and 1 seconds"),
+    ("frame_gap_seconds", 2.0, "reader.frame_gap_seconds: must be between 0.003 and 1 seconds"),
+    ("frame_gap_seconds", 0.001, "reader.frame_gap_seconds: must be between 0.003 and 1 seconds"),
     ("keypad", 1, "reader.keypad: expected true or false"),
     ("card_bits", 0, "reader.card_bits: must be between 1 and 63"),
     ("card_bits", 64, "reader.card_bits: must be between 1 and 63"),
@@ -425,3 +427,11 @@ def test_the_tag_formats_the_config_accepts_are_the_ones_tagformat_makes():
     from agent.reading import tagformat
 
     assert TAG_FORMATS == tagformat.FORMATS
+
+
+def test_a_pn532_at_another_baud_rate_is_warned_about():
+    (only,) = from_dict({"timezone": "UTC", "reader": {"protocol": "pn532", "baudrate": 9600}}, "c.toml").warnings
+    assert only.startswith("c.toml: reader.baudrate: a PN532 speaks 115200 baud in HSU mode") and "9600" in only
+    assert from_dict({"timezone": "UTC", "reader": {"protocol": "pn532", "baudrate": 115200}}).warnings == ()
+    assert from_dict({"timezone": "UTC", "reader": {"protocol": "pn532"}}).warnings == ()
+    assert from_dict({"timezone": "UTC", "reader": {"protocol": "line", "baudrate": 9600}}).warnings == ()

@@ -318,12 +318,20 @@ def test_help_documents_expect_and_its_exit_status():
     assert "--expect NUMBER" in text and "exit 1 at the end if a card read did not give it" in text
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "12 34 56", "-5", "161,,45763", "card#1"])
+@pytest.mark.parametrize("bad", ["", "   ", "-5", "161,,45763", "card#1", "9" * 70])
 def test_expect_must_look_like_a_card_number(tmp_path, pty, bad):
     r = subprocess.run(AGENT + ["--config", str(config(tmp_path, pty)), "probe", "--expect", bad],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 2 and "expected a card number" in r.stderr, r.stderr
     assert "reading" not in r.stdout  # refused before the reader was opened
+
+
+@pytest.mark.parametrize("good", ["04:A2:2B:1A", "04 A2 2B 1A", "161 - 45763", "161/45763", "0010597059"])
+def test_expect_takes_numbers_as_cards_and_apps_print_them(tmp_path, pty, good):
+    r = subprocess.run(AGENT + ["--config", str(config(tmp_path, pty)), "probe", "--expect", good, "--timeout", "0.3"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and "no card read within 0.3 s" in r.stderr, r.stderr  # accepted: it read
+    assert r.stdout.startswith('reading "door"'), r.stdout
 
 
 def test_probe_shows_the_configs_warnings_first(tmp_path, pty, capsys):

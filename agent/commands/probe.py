@@ -72,8 +72,9 @@ __all__ = ["add_arguments", "main", "card_block", "describe", "DAEMON_HOLDS", "D
 DAEMON_HOLDS = ("the agent daemon is running and holds the reader: stop it first "
                 "(systemctl stop rfid-agent)")
 DEBOUNCE_S = 1.0
-# what a printed card number or an iFlow tag looks like: 0010597059, 04A22B1A, 161,45763, 161-45763
-_CARD_NUMBER = re.compile(r"[0-9A-Za-z]{1,40}(?:[ ,/:-][0-9A-Za-z]{1,40})?")
+# what a printed card number or an iFlow tag looks like: 0010597059, 04A22B1A, 04:A2:2B:1A,
+# 04 A2 2B 1A, 161,45763, 161 - 45763 (separators between groups, never two in a row)
+_CARD_NUMBER = re.compile(r"(?=.{1,64}\Z)[0-9A-Za-z]+(?:\s*[,/:-]\s*[0-9A-Za-z]+|\s+[0-9A-Za-z]+){0,19}")
 NOISE_REPORT_S = 2.0
 _TICK = 0.5
 _BLOCKED_S = 0.01  # a read_ready without an fd that came back sooner did not block: pause

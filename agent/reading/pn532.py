@@ -93,7 +93,6 @@ class Pn532Reader(SerialReader):
         self._last_write = 0.0
         self._frames: list[wire.Frame] = []  # parsed and not yet looked at
         self._reset_error: str | None = None
-        self.unanswered = 0  # commands that got no answer at all, since start
 
     @classmethod
     def from_config(cls, rc: ReaderConfig) -> Pn532Reader:
@@ -147,6 +146,8 @@ class Pn532Reader(SerialReader):
         elif self.reset is None:  # it worked, then hung: only power or RSTPDN brings it back
             hint = (" (it answered before, so it hung: power-cycle it, and wire its RSTPDN to a GPIO "
                     "and set reader.reset_pin so the agent resets it; see hardware/README.md)")
+        elif self._reset_error is not None:
+            hint = f" (it answered before, so it hung, and {self._reset_error}: power-cycle it)"
         else:
             hint = " (it answered before and did not come back after the reset pulse: power-cycle it)"
         # A chip that was asleep may lose the first frame after the wake-up
@@ -252,7 +253,6 @@ class Pn532Reader(SerialReader):
             self.decoder.drop("nack", "the chip answered with NACK")
         elif got is None and not self._stopping():
             # Not a "drop" (no input was refused): the silence is the reader's error, said once.
-            self.unanswered += 1
             # UM0701 6.2.2: an ACK from the host aborts the pending command,
             # so its late answer cannot arrive during the next one.
             self._write(ser, wire.ACK)

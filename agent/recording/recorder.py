@@ -19,15 +19,27 @@ from agent.reading.tagformat import CARD_BITS, TagFormatError, format_tag, kind_
 log = logging.getLogger("agent.scan")
 
 # A card resting on the reader is read again and again: an RDM6300 about ten
-# times a second, a PN532 at every poll. Reads closer together than this (or
-# than 2.5 polls) are the same card still there, not a second tap: they get no
+# times a second, a PN532 at every poll. A read this soon after the previous
+# sighting of the card (counted from when that read was stored, so the fsync
+# does not count) is the same card still there, not a second tap: it gets no
 # "already" signal, or the door would chirp for as long as a wallet lies on it.
 HELD_S = 0.5
+_PN532_EXCHANGE_S = 0.1  # one poll's command and answer, beside poll_seconds
 
 
 def held_ns(rc: ReaderConfig) -> int:
-    polls = 2.5 * rc.poll_seconds if rc.type == "serial" and rc.protocol == "pn532" else 0.0
-    return int(max(HELD_S, polls) * 1e9)
+    """The gap below which two reads of one card are one card lying there.
+
+    A PN532 reads once per poll cycle and may miss a cycle at the field's edge:
+    three cycles. Never as long as the debounce window, or a real second tap
+    inside the window would get no signal at all.
+    """
+    held = HELD_S
+    if rc.type == "serial" and rc.protocol == "pn532":
+        held = max(held, 3 * (rc.poll_seconds + _PN532_EXCHANGE_S))
+    if rc.debounce_seconds > 0:
+        held = min(held, 0.8 * rc.debounce_seconds)
+    return int(held * 1e9)
 
 
 def tag_for_log(tag: str, mode: str) -> str:
@@ -101,6 +113,8 @@ class Recorder:
             self.feedback.event("error", f"tag={tag}")
             return "error"
         self.counts["stored"] += 1
+        if deb is not None:
+            deb.seed(reader, tag, self.clock.mono_ns())  # "held" counts from here: the fsync is not a gap
         self.feedback.event("stored", f"tag={tag} id={rec.id}")
         log.info("stored scan %s from %s (card %s)", rec.id, reader, tag_for_log(tag, self.log_tags))
         if self.on_stored is not None:
