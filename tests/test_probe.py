@@ -364,6 +364,9 @@ def test_noise_lines_swapped_wiegand_gets_its_own_line():
     assert lines[1].startswith('  (reader "gate": input ignored: parity=1; last: ')
     assert "level shifter" in lines[1] and "baudrate" not in lines[1]
     assert noise_lines("gate", Counter(swapped=1), None, "wiegand") == lines[:1]
+    # already swapped in the config, and the frames pass only unswapped: the advice is the other way
+    assert "set swap_lines = false in [reader]" in noise_lines("gate", Counter(swapped=1), None, "wiegand",
+                                                               swapped=True)[0]
 
 
 def test_pn532_card_every_format_and_expect(tmp_path, capsys):

@@ -332,7 +332,8 @@ def _cards(by_name: dict[str, ReaderConfig], q: queue.Queue, tally: _Tally, coun
             return 1
         if kind == "noise":
             rc = by_name[name]
-            print("\n".join(noise_lines(name, *payload, kind_for_protocol(rc.protocol, rc.type))), flush=True)
+            print("\n".join(noise_lines(name, *payload, kind_for_protocol(rc.protocol, rc.type),
+                                         swapped=rc.swap_lines)), flush=True)
             continue
         now = time.monotonic()
         prev = seen.get((name, payload))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["describe", "card_block", "expect_block", "noise_lines", "SWAPPED"]
 
-SWAPPED = "D0 and D1 look swapped: set swap_lines = true in [reader] or swap the wires"
+SWAPPED = "D0 and D1 look swapped: set swap_lines = {} in [reader] or swap the wires"
 _FMT_W = 15  # "facility_card" and two spaces
 
 
@@ -130,12 +130,12 @@ def expect_block(name: str, raw: str, kind: str, expect: str, matches: list[Matc
     return "\n".join(lines + _config_lines(best))
 
 
-def noise_lines(name: str, counts: Counter, last: str | None, kind: str) -> list[str]:
+def noise_lines(name: str, counts: Counter, last: str | None, kind: str, *, swapped: bool = False) -> list[str]:
     """What probe says about input that formed no tag (``kind``: the reader's tag kind); a Wiegand
-    "swapped" drop gets its own line."""
+    "swapped" drop gets its own line, saying the opposite of the reader's ``swap_lines`` (``swapped``)."""
     lines = []
     if counts.get("swapped"):
-        lines.append(f'  (reader "{name}": {SWAPPED})')
+        lines.append(f'  (reader "{name}": {SWAPPED.format("false" if swapped else "true")})')
         counts = Counter({k: v for k, v in counts.items() if k != "swapped"})
         if not counts:
             return lines

@@ -104,7 +104,8 @@ def _firmware(rc: ReaderConfig) -> str:
     """Open the reader as the daemon does (wake-up, SAMConfiguration, GetFirmwareVersion), then close it."""
     from agent.reading import pn532  # lazy: only PN532 readers need the driver
 
-    reader = pn532.Pn532Reader.from_config(rc)
+    # no reset pulse: doctor asks a chip, it does not reset it (reader_reset.NAME checks the line)
+    reader = pn532.Pn532Reader.from_config(rc._replace(reset_pin=None))
     dev = reader.open()
     try:
         fw = getattr(reader, "firmware", None)
@@ -123,8 +124,8 @@ def check_firmware(ctx: Ctx, rc: ReaderConfig, *, port_ok: bool) -> list[Result]
     except ImportError as exc:
         return [result(name, PASS, f"not asked: the PN532 driver (agent.reading.pn532) cannot be imported: {exc}")]
     if ctx.daemon is not None:
-        return [result(name, PASS, "not asked: the running daemon has the port (it asks the chip every "
-                       f"{rc.health_seconds:g} s when idle)")]
+        return [result(name, PASS, "not asked: the running daemon has the port (every poll asks the chip, "
+                       f"and its firmware version after {rc.health_seconds:g} s without an answer)")]
     if not port_ok:
         return []  # reader.NAME failed with what to do
     try:

@@ -30,7 +30,7 @@ from agent.config import ReaderConfig
 from agent.reading import gpiolines
 from agent.reading.gpiolines import DEV_GLOB, INSTALL_GPIOD, GpioUnavailable
 
-FIX_NO_CHIP = ("run the agent on the Raspberry Pi the reader's D0/D1 wires go to (its kernel makes "
+FIX_NO_CHIP = ("run the agent on the Raspberry Pi the reader is wired to (its kernel makes "
                "/dev/gpiochip0); in a container pass the device in (--device /dev/gpiochip0)")
 FIX_GPIOD = f"{INSTALL_GPIOD}; then sudo systemctl restart rfid-agent"
 NO_LIVENESS = ("a Wiegand reader has no liveness signal: it sends nothing between cards, so a dead, "
@@ -142,6 +142,9 @@ def reset_line_check(rc: ReaderConfig) -> Result:
     if gpiod is None:
         return result(name, FAIL, f"reset_pin {pin} cannot be pulsed: {why.replace(f': {INSTALL_GPIOD}', '')}",
                       FIX_GPIOD)
+    if not _chips():
+        return result(name, FAIL, f"reset_pin {pin} cannot be pulsed: no GPIO chip: {DEV_GLOB} does not exist "
+                      "on this machine", FIX_NO_CHIP)
     try:
         ((path, offset),) = gpiolines.resolve_pins(rc.gpiochip, rc.reset_pin)
     except GpioUnavailable as exc:
