@@ -48,9 +48,9 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
 
     targets = [r for r in section(text, "## Targets").splitlines() if r.startswith("| ") and "---" not in r]
     # header + insert p50, p99, speed-up, RSS, SIGTERM, flush rate, memory, ratio,
-    # --version, status without and with a daemon, idle wake-ups, WAN flush, records per request,
-    # scan-to-feedback p99 of the line and the PN532 paths
-    assert len(targets) == 1 + 8 + 4 + 2 + 2
+    # --version, status without and with a daemon, idle wake-ups (line reader, PN532 reader), WAN flush,
+    # records per request, scan-to-feedback p99 of the line and the PN532 paths
+    assert len(targets) == 1 + 8 + 5 + 2 + 2
     assert all(("met" in r or "MISSED" in r) and "not enforced in --quick" in r for r in targets[1:])
 
     machine = section(text, "## Machine")
@@ -75,6 +75,7 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
                 "| `agent status --json`, daemon running |"):
         assert row in startup
     assert "wake-ups per second" in startup
+    assert "The same daemon with a PN532 reader" in startup and "% of one core" in startup
 
     latency = section(text, "## Scan to feedback latency: serial line and PN532")
     assert "| serial line (`protocol = \"line\"`)" in latency and "| PN532 (`protocol = \"pn532\"`" in latency
