@@ -17,7 +17,7 @@ import pytest
 from agent.fsinfo import StateDirError, StateDirFull, not_a_directory, state_dir_error
 from agent.journal.store import Journal
 from tests.support.harness import run_cli, write_config
-from tests.support.mounts import read_only, tmpfs
+from tests.support.mounts import NEEDS_MOUNTED_TMPFS, NEEDS_READ_ONLY, read_only, tmpfs
 
 COMMANDS = [("run",), ("status",), ("flush",), ("rejected",)]
 IFLOW = {"url": "http://127.0.0.1:9/store_attendances", "access_token": "tok-123456"}  # never reached
@@ -54,6 +54,7 @@ def test_state_dir_that_is_a_regular_file(tmp_path, args):
     assert f"{blocker} is not a directory" in one_line(r)
 
 
+@NEEDS_READ_ONLY
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: a[0])
 def test_state_dir_on_a_read_only_file_system(tmp_path, args):
     state = tmp_path / "state"
@@ -67,6 +68,7 @@ def test_state_dir_on_a_read_only_file_system(tmp_path, args):
     assert str(state) in line and "read-only file system" in line and "read-write" in line, line
 
 
+@NEEDS_READ_ONLY
 def test_a_read_only_state_dir_not_created_yet(tmp_path):
     parent = tmp_path / "ro"
     with read_only(parent):
@@ -74,6 +76,7 @@ def test_a_read_only_state_dir_not_created_yet(tmp_path):
     assert r.returncode == 2 and "read-only file system" in one_line(r), r.stderr
 
 
+@NEEDS_MOUNTED_TMPFS
 def test_no_space_to_create_the_state_dir_exits_1_so_systemd_retries(tmp_path):
     with tmpfs(tmp_path / "full", "nr_inodes=1") as full:
         cfg = config(tmp_path, full / "state", extra={"journal": {"allow_volatile": True}})
@@ -83,6 +86,7 @@ def test_no_space_to_create_the_state_dir_exits_1_so_systemd_retries(tmp_path):
     assert str(full / "state") in line and "no space left" in line, line
 
 
+@NEEDS_MOUNTED_TMPFS
 def test_no_space_in_an_existing_state_dir_exits_1(tmp_path):
     """The directory exists and holds a journal; the disk then fills up (a tmpfs
     with every block taken): `agent run` cannot start, exit 1, not 2."""

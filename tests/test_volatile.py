@@ -26,7 +26,7 @@ from agent.fsinfo import (
     storage_of,
 )
 from tests.support.harness import Daemon, Pty, run_cli, wait_ready, write_config
-from tests.support.mounts import tmpfs
+from tests.support.mounts import NEEDS_TMPFS, tmpfs
 
 # Raspberry Pi OS with the overlay file system on (raspi-config; the overlayroot initramfs):
 # the SD card's root read-only below, a tmpfs above.
@@ -144,6 +144,7 @@ def ram(tmp_path):
         yield d
 
 
+@NEEDS_TMPFS
 def test_daemon_refuses_a_state_dir_on_tmpfs_and_starts_when_allowed(ram, tmp_path):
     state = ram / "state"
     pty = Pty()
@@ -174,6 +175,7 @@ def test_daemon_refuses_a_state_dir_on_tmpfs_and_starts_when_allowed(ram, tmp_pa
         pty.close()
 
 
+@NEEDS_TMPFS
 def test_doctor_fails_a_state_dir_on_tmpfs_and_warns_when_allowed(ram, tmp_path, capsys):
     state = ram / "state"
     for allow, status in ((False, "FAIL"), (True, "WARN")):
