@@ -37,7 +37,7 @@ import time
 import tty
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ def bench_latency(ctx: Context) -> Section:
         "soon as it reads the card.",
         "",
         f"Machine for this section: {cpu}, load average {load} at its end; "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
     ]
     (_, _, lp99, _), (_, _, pp99, _) = rows
     checks = [

@@ -32,7 +32,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -120,7 +120,7 @@ class Benchmark:
 
 # ------------------------------------------------------------------ records
 
-_EPOCH = datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc)
+_EPOCH = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 
 def scan_fields(i: int) -> dict[str, Any]:
@@ -956,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
     params = QUICK if args.quick else FULL
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
         ["python", "-m", "bench"] + (sys.argv[1:] if argv is None else argv))
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.monotonic()
     parent = _pick_tmp_parent(args.tmp)
     sections: list[Section] = []

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
@@ -59,7 +59,7 @@ _NS_RECORD = "attendance.record"
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return dt.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def make_record(
@@ -152,7 +152,7 @@ class CrossChexStandIn:
         max_per_page: int = 1000,
         host: str = "127.0.0.1",
         port: int = 0,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.records: list[dict] = list(records)
         self.api_key = api_key
@@ -367,7 +367,7 @@ def _demo() -> None:  # pragma: no cover - manual demo
     parser.add_argument("--api-key", default="demo-key")
     parser.add_argument("--api-secret", default="demo-secret")
     args = parser.parse_args()
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     recs = [
         make_record(1000 + i % 5, now - timedelta(hours=24) + timedelta(minutes=57 * i), first_name=f"Demo{i % 5}")
         for i in range(args.records)

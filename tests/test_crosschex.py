@@ -10,7 +10,7 @@ import stat
 import threading
 import traceback
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -23,7 +23,7 @@ from standins.crosschex import CrossChexStandIn, make_record
 
 KEY = "cc-key-0123456789abcdef"
 SECRET = "cc-secret-S3cr3t-do-not-leak-7f2a"
-BASE = datetime(2024, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
+BASE = datetime(2024, 3, 1, 8, 0, 0, tzinfo=UTC)
 BEGIN = BASE - timedelta(days=1)
 END = BASE + timedelta(days=3)
 
@@ -33,7 +33,7 @@ class FakeClock:
 
     def __init__(self, wall: datetime | None = None) -> None:
         self.mono = 1000.0
-        self.wall = wall or datetime.now(timezone.utc)
+        self.wall = wall or datetime.now(UTC)
         self.sleeps: list[float] = []
 
     def sleep(self, s: float) -> None:
@@ -133,8 +133,8 @@ def test_small_pages_and_record_fields() -> None:
     assert [r["payload"]["per_page"] for r in srv.requests[1:]] == [7, 7, 7]
     assert len(got) == 20
     r = got[3]
-    assert r.checktime == datetime(2024, 3, 1, 8, 0, 5, tzinfo=timezone.utc)
-    assert r.checktime.tzinfo == timezone.utc
+    assert r.checktime == datetime(2024, 3, 1, 8, 0, 5, tzinfo=UTC)
+    assert r.checktime.tzinfo == UTC
     assert (r.workno, r.first_name, r.last_name, r.device_serial, r.device_name, r.checktype) == (
         "77", "Ann", "Lee", "SN9", "Door", None)
     assert r.raw["employee"]["card_number"] == "0010597059"
@@ -212,7 +212,7 @@ def test_token_reused_from_cache_across_instances(standin: CrossChexStandIn, tmp
 
 def test_token_refreshed_shortly_before_expiry(tmp_path) -> None:
     cache = str(tmp_path / "tok.json")
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     with CrossChexStandIn(api_key=KEY, api_secret=SECRET, token_lifetime_s=3600) as srv:
         with client_for(srv, FakeClock(t0), token_cache=cache, min_interval_s=0) as a:
             first = a.token()

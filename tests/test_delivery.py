@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -51,7 +51,7 @@ class FakeClock:
                            wall_ns=lambda: self.wall_ns, mono_ns=lambda: self.mono_ns,
                            adjtimex=lambda: self.is_synced)
         c = Clock(src, AnchorStore(str(tmp_path / "clock.json")),
-                  build_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+                  build_time=datetime(2020, 1, 1, tzinfo=UTC))
         c.observe()
         return c
 
@@ -75,7 +75,7 @@ def standin():
 
 
 def make(tmp_path, standin, fake=None, **kw):
-    fake = fake or FakeClock(datetime(2026, 11, 22, 8, 0, 0, tzinfo=timezone.utc))
+    fake = fake or FakeClock(datetime(2026, 11, 22, 8, 0, 0, tzinfo=UTC))
     clock = fake.clock(tmp_path)
     journal = Journal(str(tmp_path / "journal"), segment_size=32)
     client = IflowClient(standin.url, TOKEN, "1.0", max_url_bytes=kw.pop("max_url_bytes", 7000),
@@ -269,10 +269,10 @@ def test_idle_uploader_sleeps_long_and_still_beats(tmp_path, standin):
 def test_count_backlog_counts_pinned_records_as_sendable(tmp_path, standin):
     """A record pinned (maybe sent) goes out with its pin whatever the clock says:
     it is sendable, even when the clock would hold it."""
-    fake = FakeClock(datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc), synced=False, boot="old-boot")
+    fake = FakeClock(datetime(2026, 11, 22, 6, 0, tzinfo=UTC), synced=False, boot="old-boot")
     _, clock, journal, d = make(tmp_path, standin, fake=fake)
     recs = fill(journal, clock, ["P1", "P2", "P3"], fake=fake)
-    d.clock = FakeClock(datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc), boot="new-boot").clock(tmp_path)
+    d.clock = FakeClock(datetime(2026, 11, 22, 12, 0, tzinfo=UTC), boot="new-boot").clock(tmp_path)
     journal.pin([(recs[0].id, "2026-11-22", "08:00:00")])
     backlog = count_backlog(journal, d.clock, "hold")
     assert backlog.sendable == 1 and backlog.held == {"held_unsynced": 2}
@@ -293,7 +293,7 @@ def test_backlog_imports_no_http_client():
 
 
 def test_offline_boot_three_hours_behind_is_corrected_exactly(tmp_path, standin):
-    true_start = datetime(2026, 11, 22, 9, 0, 0, tzinfo=timezone.utc)
+    true_start = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
     fake = FakeClock(true_start - timedelta(hours=3), synced=False)
     _, clock, journal, d = make(tmp_path, standin, fake=fake)
     fill(journal, clock, ["T1", "T2", "T3"], step=61.0, fake=fake)
@@ -311,11 +311,11 @@ def test_offline_boot_three_hours_behind_is_corrected_exactly(tmp_path, standin)
 
 
 def test_boot_that_never_synced_is_held_then_released(tmp_path, standin):
-    fake = FakeClock(datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc), synced=False, boot="old-boot")
+    fake = FakeClock(datetime(2026, 11, 22, 6, 0, tzinfo=UTC), synced=False, boot="old-boot")
     _, clock, journal, d = make(tmp_path, standin, fake=fake)
     fill(journal, clock, ["H1", "H2"], fake=fake)
     # power lost again; a new boot that syncs
-    fake2 = FakeClock(datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc), synced=True, boot="new-boot")
+    fake2 = FakeClock(datetime(2026, 11, 22, 12, 0, tzinfo=UTC), synced=True, boot="new-boot")
     clock2 = fake2.clock(tmp_path)
     d.clock = clock2
     s = d.drain()
@@ -336,7 +336,7 @@ def flush_config(tmp_path, url, port="/dev/null-reader", **iflow):
 
 
 def prefill(state_dir, n: int, start: datetime | None = None) -> None:
-    start = start or datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc)
+    start = start or datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
     j = Journal(str(state_dir / "journal"))
     for i in range(n):
         j.append({"tag": f"{i:08d}", "raw": f"{i:08d}", "reader": "door", "source": "reader",
@@ -366,7 +366,7 @@ def test_flush_without_daemon_summary_and_exit_codes(tmp_path):
         assert run_cli(cfg, "rejected", "--retry", rows[0]["id"]).returncode == 0
         assert run_cli(cfg, "flush").returncode == 0 and standin.stored_count == 10
         standin.mode = "down"
-        prefill(tmp_path / "state", 1, start=datetime(2026, 11, 23, tzinfo=timezone.utc))
+        prefill(tmp_path / "state", 1, start=datetime(2026, 11, 23, tzinfo=UTC))
         r = run_cli(cfg, "flush")
         assert r.returncode == 1 and "STOPPED" in r.stdout and TOKEN not in r.stdout + r.stderr
 

@@ -16,7 +16,7 @@ import pty
 import select
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -89,7 +89,7 @@ def site(tmp_path: Path, standin: IflowStandin) -> Path:
     cfg = write_config(tmp_path / "c.toml", state_dir=state, iflow={"url": standin.url, "access_token": TOKEN})
     cfg.chmod(0o600)
     j = Journal(str(state / "journal"))
-    start = datetime.now(timezone.utc) - timedelta(hours=1)
+    start = datetime.now(UTC) - timedelta(hours=1)
     for i in range(SCANS):
         j.append({"tag": f"T{i}", "raw": f"T{i}", "reader": "door", "source": "reader",
                   "captured_at": (start + timedelta(seconds=i)).isoformat(timespec="microseconds"),

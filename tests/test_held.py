@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,7 +24,7 @@ from standins.iflow import IflowStandin
 from tests.support.harness import run_cli, write_config
 
 TOKEN = "held-token-1234"
-UTC = timezone.utc
+UTC = UTC
 
 
 def boottime_ns() -> int:

@@ -17,7 +17,7 @@ import re
 import ssl
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -298,9 +298,9 @@ def test_a_date_from_a_certificate_that_does_not_verify_is_never_used(tmp_path, 
 # change, the daemon's wall clock hours off and never synchronised.
 EDGES = {
     # October: 04:00 EEST becomes 03:00 EET (the hour 03:00-03:59 is repeated)
-    "october": datetime(2027, 10, 31, 1, 0, tzinfo=timezone.utc),
+    "october": datetime(2027, 10, 31, 1, 0, tzinfo=UTC),
     # March: 03:00 EET becomes 04:00 EEST (03:00-03:59 does not exist)
-    "march": datetime(2027, 3, 28, 1, 0, tzinfo=timezone.utc),
+    "march": datetime(2027, 3, 28, 1, 0, tzinfo=UTC),
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -240,7 +240,7 @@ def test_a_200_object_is_shown_in_the_servers_words_by_status_and_flush(tmp_path
                        iflow={"url": standin.url, "access_token": TOKEN}, extra={"time": {"trust_rtc": True}})
     os.makedirs(tmp_path / "state", mode=0o700)
     j = Journal(str(tmp_path / "state" / "journal"))
-    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
     for tag in ("O1", "O2"):
         j.append({"tag": tag, "raw": tag, "reader": "door", "source": "reader", "captured_at": now,
                   "boot_id": "b", "mono_ns": 1, "synced": True})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from agent.crosschex.wire import CcRecord
 from agent.crosschex.matching import LocalScan, MappingError, Report, load_mapping, reconcile, tag_for
 
-T0 = datetime(2024, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, 8, 0, 0, tzinfo=UTC)
 
 
 def cc(workno: str, seconds: float, **raw_employee) -> CcRecord:

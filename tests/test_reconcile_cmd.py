@@ -9,7 +9,7 @@ import re
 import stat
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -33,7 +33,7 @@ from standins.crosschex import CrossChexStandIn, make_record
 from standins.iflow import IflowStandin
 from tests.support.harness import Daemon, Pty, run_cli, wait_ready, write_config
 
-UTC = timezone.utc
+UTC = UTC
 TZ = ZoneInfo("Europe/Bucharest")  # UTC+2 in March 2024
 KEY, SECRET = "cc-key-4411", "cc-SECRET-value-9876"
 IFLOW_TOKEN = "iflow-token-5522"

@@ -9,7 +9,7 @@ import socket
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from agent.commands.run import Daemon
 from agent.config import from_dict
@@ -285,7 +285,7 @@ def test_status_line_words():
                        held={"wait": 2, "held_unsynced": 1, "invalid": 0}, rejected=4, tz=tz)
     assert text == ("5 pending · 3 held (1 held_unsynced, 2 wait) · 4 rejected · delivery failing · "
                     "last delivery 2020-01-02 05:04 · reader door ok")  # not today: with the date, local time
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     local = now.astimezone(tz).strftime("%H:%M:%S")
     assert f"last delivery {local}" in status_line(0, [], delivery=(now.isoformat(), None), tz=tz)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -34,7 +34,7 @@ from agent.config import load
 from agent.journal.store import Journal
 from tests.support.harness import run_cli, write_config
 
-UTC = timezone.utc
+UTC = UTC
 S = 10**9
 BEHIND_S = 3 * 3600  # the wall clock of these sites is 3 hours behind the true time
 HTTPS_URL = "https://127.0.0.1:9/api/rfid_v2/offline_attendance/store_attendances"  # refused at once

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from agent.clock.clock import Clock
 from agent.clock.policy import Effective, datetime_to_ns, to_local
 from agent.clock.sources import ClockSources, boottime_ns, kernel_synced, read_boot_id
 
-UTC = timezone.utc
+UTC = UTC
 S = 10**9
 BUCHAREST = ZoneInfo("Europe/Bucharest")
 
@@ -598,7 +598,7 @@ def test_build_floor_judges_our_clock_not_other_systems_punches(tmp_path):
                        wall_ns=lambda: 1_795_000_000 * 10**9, mono_ns=lambda: 10**9)
     (tmp_path / "b").write_text("boot\n")
     clock = Clock(src, AnchorStore(str(tmp_path / "c.json")),
-                  build_time=datetime(2026, 11, 1, tzinfo=timezone.utc))
+                  build_time=datetime(2026, 11, 1, tzinfo=UTC))
     old = {"captured_at": "2024-03-01T08:00:00+00:00", "synced": True, "boot_id": "x", "mono_ns": 5}
     # the floor judges an untrusted stamp of our own clock only (issue 13: a synced one is sent)
     assert clock.effective(dict(old, source="reader", synced=False), policy="send").status == "held_insane"

@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -21,7 +21,7 @@ from agent.delivery.resolver import bounded_transport
 from agent.tls import cert_time_error, cert_window, floor_context, time_checks_available, tls_context
 from standins.iflow import IflowStandin
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = 86400.0
 TOKEN = "tok-TLSTIME-77aa"
 
@@ -91,7 +91,7 @@ def test_leaf_not_yet_valid(ca, tmp_path):
         inside = time.time() + 40 * DAY
         assert head(tls_context(path, at=lambda: inside), standin).status_code == 200
         # a trusted time before it: refused, and the text says which clock decided
-        exc = refused(tls_context(path, at=lambda: datetime(2026, 12, 1, 10, tzinfo=timezone.utc).timestamp()), standin)
+        exc = refused(tls_context(path, at=lambda: datetime(2026, 12, 1, 10, tzinfo=UTC).timestamp()), standin)
         err = ssl_error(exc)
         assert err.verify_code == 9 and err.verify_message.startswith(
             "certificate is not yet valid (checked at 2026-12-01T10:00:00Z, the agent's trusted time; "

@@ -27,7 +27,7 @@ Standard library only.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 __all__ = ["DRIFT_PPM", "MAX_AGE_S", "Bound", "DateSample", "aged_error", "bound_of", "parse_http_date"]
@@ -88,7 +88,7 @@ def parse_http_date(text: str | None) -> int | None:
     if month is None:
         return None
     try:  # datetime checks the day of the month; a leap second (:60) counts as :59
-        when = datetime(int(year), month, int(day), int(hh), int(mm), min(int(ss), 59), tzinfo=timezone.utc)
+        when = datetime(int(year), month, int(day), int(hh), int(mm), min(int(ss), 59), tzinfo=UTC)
     except ValueError:
         return None
     return int(when.timestamp())

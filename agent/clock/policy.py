@@ -10,7 +10,7 @@ tested with plain values. Standard library and :mod:`agent.records` only.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
@@ -36,7 +36,7 @@ __all__ = [
     "to_local",
 ]
 
-UTC = timezone.utc
+UTC = UTC
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 DEFAULT_FLOOR = datetime(2020, 1, 1, tzinfo=UTC)

@@ -19,7 +19,7 @@ loads it).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Mapping
 
 __all__ = ["CERT_FIX", "HELD", "IFLOW_FIX", "NTP_FIX", "RELEASABLE", "disagreement_words", "error_words",
@@ -186,8 +186,8 @@ def utc_minute(iso: str | None) -> str | None:
     except (TypeError, ValueError):
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def wall_clock_words(error_s: Any) -> str | None:

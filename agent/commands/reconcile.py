@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ __all__ = ["add_arguments", "main", "parse_time", "format_report"]
 
 log = logging.getLogger("agent.reconciler")
 
-UTC = timezone.utc
+UTC = UTC
 TABLE_ROWS = 50  # rows per list in the readable output (--json lists all)
 TIME_OPTIONS = ("--from", "--to")
 

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from agent import redact
@@ -85,7 +85,7 @@ class CrossChexClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         rate_limit_retries: int = 5,
         on_answer: Callable[[DateSample], object] | None = None,
         mono_ns: Callable[[], int] = boottime_ns,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from agent import redact
@@ -129,7 +129,7 @@ def parse_iso_aware(value: object, where: str) -> datetime:
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         bad_answer(f"{where} {value!r} has no UTC offset")
     try:
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except (OverflowError, ValueError):
         bad_answer(f"{where} {value!r} is out of range")
 
@@ -325,4 +325,4 @@ def parse_records_answer(body: bytes, page: int | None = None) -> tuple[list[CcR
 
 def iso_utc(dt: datetime) -> str:
     """The timestamp form CrossChex Cloud takes and gives (UTC, whole seconds)."""
-    return dt.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return dt.astimezone(UTC).isoformat(timespec="seconds")

@@ -77,7 +77,7 @@ import re
 import time
 import unicodedata
 from collections import defaultdict, deque
-from datetime import timezone
+from datetime import UTC
 from typing import Any, NamedTuple
 
 from agent.errors import DeliveryFailure
@@ -469,7 +469,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     try:
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         delta = when.timestamp() - (time.time() if now is None else now)
     except (OverflowError, ValueError, OSError):
         return None

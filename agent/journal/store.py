@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Container, Iterable, Iterator
 
 from agent.errors import JournalError
@@ -62,7 +62,7 @@ log = logging.getLogger("agent.journal")
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _uuid4_hex() -> str:
@@ -148,7 +148,7 @@ class Journal:
     def _quarantine(self, path: str, reason: object, message: str) -> None:
         """Move an unreadable file aside, never delete it; ``message`` is logged
         with the path, the reason and where the file went."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         aside = f"{path}.corrupt-{stamp}"
         self.fs.move_aside(path, aside)
         self.quarantined.append(aside)
@@ -296,7 +296,7 @@ class Journal:
     def _cutoff(self, now: float | None) -> str:
         """The UTC ISO time ``retention_days`` before ``now`` (default: the clock)."""
         cutoff_ts = (now if now is not None else time.time()) - self.retention_days * 86400
-        return datetime.fromtimestamp(cutoff_ts, timezone.utc).isoformat(timespec="microseconds")
+        return datetime.fromtimestamp(cutoff_ts, UTC).isoformat(timespec="microseconds")
 
     def compact(self, now: float | None = None) -> int:
         """Delete segments of history (every record delivered, duplicate, or

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Callable, NamedTuple
 
 from agent import __version__
@@ -42,7 +42,7 @@ from agent.runtime.wiring import make_clock, make_deliverer, open_journal, waiti
 
 log = logging.getLogger("agent.reconciler")
 
-UTC = timezone.utc
+UTC = UTC
 Progress = Callable[[dict], None]
 
 

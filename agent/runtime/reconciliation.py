@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from agent.config import Config
@@ -60,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger("agent.reconciler")
 
-UTC = timezone.utc
+UTC = UTC
 
 #: ``(begin, end) -> rows``: the local scans whose true time lies in the window,
 #: as LocalScans or as the ``{"id", "tag", "when", "source"}`` rows of a ScansRequest.

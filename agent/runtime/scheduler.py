@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
 from agent import redact
@@ -35,7 +35,7 @@ __all__ = ["Scheduler", "daemon_scheduler"]
 
 log = logging.getLogger("agent.reconciler")
 
-UTC = timezone.utc
+UTC = UTC
 
 
 class _Stopping(Exception):

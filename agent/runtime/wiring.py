@@ -13,7 +13,7 @@ import errno
 import logging
 import os
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from agent import BUILD_DATE, reading
 from agent.config import Config, ReaderConfig
@@ -39,7 +39,7 @@ def make_clock(cfg: Config):
 
     sources = ClockSources(use_adjtimex=cfg.time.use_adjtimex, timesyncd_flag=cfg.time.timesyncd_flag,
                            trust_rtc=cfg.time.trust_rtc, boot_id_path=cfg.time.boot_id_path)
-    build_time = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=timezone.utc)
+    build_time = datetime.fromisoformat(BUILD_DATE).replace(tzinfo=UTC)
     return Clock(sources, AnchorStore(os.path.join(cfg.state_dir, CLOCK_FILE)), build_time=build_time,
                  http_date_max_error_s=cfg.time.http_date_max_error)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from agent.delivery.deliverer import Deliverer
@@ -72,7 +72,7 @@ class TrustedClock:
 def test_uploads_with_30_percent_faults(tmp_path):
     uploads = scale(300, 1000)
     rng = random.Random(20261122)
-    base = datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc)
+    base = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
     injected: Counter = Counter()
     with IflowStandin(token=TOKEN, hang_seconds=0.6) as standin:
         client = TimedClient(standin.url, TOKEN, "1.0", connect_timeout=CONNECT_T, read_timeout=READ_T,

@@ -49,7 +49,7 @@ GOOD = {"timezone": "Europe/Bucharest", "url": "https://iflow.example/x", "acces
         "type": ["serial", "hid", "wiegand"], "protocol": ["line", "pn532"], "d0_pin": [5, "GPIO5"], "d1_pin": [6], "backend": "none", "unsynced": "hold", "pattern": "(?P<tag>\\d+)",
         "api_key": "k", "api_secret": "s", "backoff_initial": "2s", "min_interval": "30s"}
 toml_scalars = (st.text(max_size=12) | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=True)
-                | st.booleans() | st.datetimes(timezones=st.none() | st.just(dt.timezone.utc))
+                | st.booleans() | st.datetimes(timezones=st.none() | st.just(dt.UTC))
                 | st.dates() | st.times())
 toml_values = st.recursive(toml_scalars, lambda c: st.lists(c, max_size=3)
                            | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=6)

@@ -23,7 +23,7 @@ import random
 import shutil
 import tempfile
 from collections import Counter, deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -98,7 +98,7 @@ class FakeTime:
     """Injectable wall/boottime clocks and kernel sync flag."""
 
     def __init__(self, synced: bool, behind_s: int) -> None:
-        self.true_ns = int(datetime(2026, 11, 22, 7, 0, tzinfo=timezone.utc).timestamp() * 1e9)
+        self.true_ns = int(datetime(2026, 11, 22, 7, 0, tzinfo=UTC).timestamp() * 1e9)
         self.error_ns = 0 if synced else behind_s * 10**9
         self.mono_ns = 40 * 10**9
         self.synced = synced
@@ -116,7 +116,7 @@ class FakeTime:
             (tmp / "boot_id").write_text("boot-model\n")
         src = ClockSources(use_adjtimex=True, timesyncd_flag=str(tmp / "nope"), boot_id_path=str(tmp / "boot_id"),
                            wall_ns=self.wall, mono_ns=lambda: self.mono_ns, adjtimex=lambda: self.synced)
-        c = Clock(src, AnchorStore(str(tmp / "clock.json")), build_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+        c = Clock(src, AnchorStore(str(tmp / "clock.json")), build_time=datetime(2020, 1, 1, tzinfo=UTC))
         c.observe()
         return c
 

@@ -7,7 +7,7 @@ private CA given as ``ca_bundle`` works. Through the Deliverer and journal, so
 from __future__ import annotations
 
 import ssl
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,7 +22,7 @@ from tests.reliability.test_fault_server import TrustedClock, scan
 
 TZ = ZoneInfo("Europe/Bucharest")
 TOKEN = "tok-TLS-4242aa"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def server_ctx(ca: trustme.CA, *names: str, **kw) -> ssl.SSLContext:
@@ -52,7 +52,7 @@ def test_certificates(tmp_path, case):
         client = IflowClient(standin.url, TOKEN, "1.0", connect_timeout=2.0, read_timeout=2.0,
                              verify=str(ca_path) if give_ca else True)
         journal = Journal(str(tmp_path / "journal"))
-        base = datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc)
+        base = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
         for i in range(3):
             journal.append(scan(i, base))
         d = Deliverer(journal, client, TrustedClock(), TZ)

@@ -11,7 +11,7 @@ daemon would build it."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.clock.reasons import (
@@ -127,7 +127,7 @@ def _behind_floor(floor_s: float) -> Result | None:
 
 
 def _utc(seconds: float) -> str:
-    return str(utc_minute(datetime.fromtimestamp(seconds, timezone.utc).isoformat()))
+    return str(utc_minute(datetime.fromtimestamp(seconds, UTC).isoformat()))
 
 
 def _held(r: dict) -> Result:
