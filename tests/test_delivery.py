@@ -406,7 +406,10 @@ def test_flush_through_the_running_daemon(tmp_path):
 def test_sigkill_during_flush_every_scan_once(tmp_path):
     kills = int(os.environ.get("AGENT_TEST_KILLS", "50"))
     n = 20000  # enough that 50 kills land while there is still work
-    with IflowStandin(token=TOKEN) as standin:
+    # Each answer takes 20 ms, as over a LAN: the work a flush gets through before
+    # its kill is then bounded by the link, not by how fast this machine is, so
+    # the kills land while scans are left (a fast machine drained them first).
+    with IflowStandin(token=TOKEN, latency_s=0.02) as standin:
         cfg = flush_config(tmp_path, standin.url, max_url_bytes=1200)
         os.makedirs(tmp_path / "state", mode=0o700)
         prefill(tmp_path / "state", n)
