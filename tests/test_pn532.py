@@ -432,6 +432,8 @@ def recovers(sim: Pn532Sim, r: Pn532Reader, h: Harness) -> None:
     sim.silent_after(0)
     wait_for(lambda: sim.wakeups > wakeups, timeout=10, what="re-wake")
     wait_for(lambda: r.connected, timeout=10, what="reader back")
+    # the watch samples every 2 ms: let it see the return too before it stops
+    wait_for(lambda: len(watch.seen) >= 3, timeout=5, what="the watch to see the reader back")
     watch.close()
     assert watch.seen[:3] == [True, False, True]  # "reader missing" while it was down
     # Detected within 2 health periods: two unanswered commands (each bounded by
