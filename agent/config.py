@@ -82,6 +82,12 @@ class TimeConfig(NamedTuple):
     http_date_insecure: bool = False  # believe the Date of plain HTTP (labs and tests only)
 
 
+class MetricsConfig(NamedTuple):
+    # node_exporter's textfile directory (Debian's default); "" turns metrics off.
+    textfile_dir: str = "/var/lib/prometheus/node-exporter"
+    interval: float = 15.0  # seconds between rewrites of rfid_agent.prom
+
+
 class CrossChexConfig(NamedTuple):
     url: str
     api_key: str
@@ -111,6 +117,7 @@ class Config(NamedTuple):
     log_level: str = "INFO"
     log_tags: str = "plain"  # "plain" | "hash"
     warnings: tuple[str, ...] = ()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def reader(self) -> ReaderConfig:
@@ -242,6 +249,17 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
     )
     sec.finish()
 
+    top.used.add("metrics")
+    sec = Section(path, "metrics", doc.get("metrics", {}))
+    d4 = MetricsConfig()
+    metrics = MetricsConfig(
+        textfile_dir=sec.get("textfile_dir", str, d4.textfile_dir, check=_check_textfile_dir),
+        interval=sec.duration("interval", d4.interval),
+    )
+    if not 1 <= metrics.interval <= 3600:
+        raise sec.error("interval", "must be between 1 s and 1 h (node_exporter reads the file at each scrape)")
+    sec.finish()
+
     crosschex = None
     top.used.add("crosschex")
     if "crosschex" in doc:
@@ -266,7 +284,13 @@ def from_dict(doc: dict[str, Any], path: str = "<config>") -> Config:
     top.finish()
     return Config(path=path, timezone=tz, state_dir=state_dir, readers=readers, iflow=iflow,
                   feedback=feedback, journal=journal, time=timecfg, crosschex=crosschex,
-                  log_level=log_level, log_tags=log_tags, warnings=tuple(warnings))
+                  log_level=log_level, log_tags=log_tags, warnings=tuple(warnings), metrics=metrics)
+
+
+def _check_textfile_dir(value: str) -> str | None:
+    if value and not os.path.isabs(value):
+        return "must be an absolute path (node_exporter's --collector.textfile.directory), or \"\" for off"
+    return None
 
 
 def resolve_path(cli_value: str | None) -> str:

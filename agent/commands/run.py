@@ -30,9 +30,11 @@ from agent.errors import EXIT_CONFIG, AgentError, CommandError, FeedbackUnavaila
 from agent.fsinfo import state_dir_error
 from agent.journal.lock import StateLock
 from agent.journal.store import Journal
+from agent.metrics.exposition import render as render_metrics
+from agent.metrics.textfile import TextfileWriter
 from agent.runtime.control import ControlServer
 from agent.runtime.operations import OPERATIONS, DaemonView, Parts, perform
-from agent.runtime.requests import from_wire
+from agent.runtime.requests import StatusRequest, from_wire
 from agent.runtime.scheduler import daemon_scheduler
 from agent.runtime.sdnotify import Notifier, StatusLine, Watchdog, report_config_error
 from agent.runtime.wiring import (
@@ -79,6 +81,7 @@ class Daemon:
         self.parts: Parts | None = None
         self._disconnected_since: dict[str, float] = {}
         self._missing: set[str] = set()  # readers disconnected for READER_MISSING_AFTER_S or more
+        self._stopping_metrics = False
 
     # ------------------------------------------------------------ requests
 
@@ -165,11 +168,13 @@ class Daemon:
                            wake=self.uploader.wake if self.uploader else None,
                            daemon=DaemonView(pid=os.getpid(), started=self.started, readers=self._reader_states,
                                              scans_this_run=lambda: dict(self.recorder.counts),
-                                             stop=self.stop_event))
+                                             stop=self.stop_event,
+                                             scans_by_reader=lambda: {n: dict(c) for n, c in
+                                                                      list(self.recorder.by_reader.items())}))
         control = ControlServer(cfg.state_dir, dict.fromkeys(OPERATIONS, self._handler))
         control.start()
         self.ready.set()
-        scheduler = None
+        scheduler = metrics = None
         try:
             self.readers = self._readers_override or [make_reader(rc) for rc in cfg.readers]
             for reader in self.readers:
@@ -182,6 +187,7 @@ class Daemon:
                 self.uploader.start()
 
             scheduler = daemon_scheduler(self.parts)
+            metrics = self._metrics_writer()
             watchdog = Watchdog(notifier, [self._health])
             status = StatusLine(notifier)
             last_compact = 0.0
@@ -196,6 +202,7 @@ class Daemon:
                     status.update(self._status_text())
                 if scheduler is not None:
                     scheduler.tick()
+                self._write_metrics(metrics)
                 if time.monotonic() - last_compact > 3600:
                     last_compact = time.monotonic()
                     removed = self.journal.compact()
@@ -208,6 +215,9 @@ class Daemon:
             log.info("stopping: readers first, then the uploader")
             for t in self.reader_threads:
                 t.join(timeout=5)
+            if metrics is not None:
+                self._stopping_metrics = True  # the last file says the daemon is not running
+                self._write_metrics(metrics, force=True)
             if scheduler is not None:
                 scheduler.stop()
             if self.uploader is not None:
@@ -217,6 +227,35 @@ class Daemon:
             self.feedback.close()
             log.info("stopped")
         return 0
+
+    def _metrics_writer(self) -> TextfileWriter | None:
+        mc = self.cfg.metrics
+        if not mc.textfile_dir:
+            return None
+        return TextfileWriter(mc.textfile_dir, mc.interval, self._metrics_text, self._metrics_fingerprint)
+
+    def _metrics_text(self) -> str:
+        assert self.parts is not None
+        st = perform(self.parts, StatusRequest())
+        if self._stopping_metrics:
+            st.update(daemon=False, readers=[dict(r, connected=False) for r in st.get("readers") or ()])
+        return render_metrics(st, time.time(), __version__)
+
+    def _metrics_fingerprint(self) -> tuple:
+        """What, when it changes, is worth a new file before the interval is up."""
+        summary = self.journal.summary() if self.journal is not None else {}
+        d = self.deliverer
+        return (summary.get("total"), summary.get("pending"), summary.get("unresolved"),
+                tuple(bool(r.connected) for r in self.readers), bool(self.clock and self.clock.synced),
+                None if d is None else (d.last_success, d.auth_refused, d.failures, sum(d.held.values())))
+
+    def _write_metrics(self, metrics: TextfileWriter | None, force: bool = False) -> None:
+        if metrics is None:
+            return
+        try:
+            metrics.tick(force=force)
+        except Exception:  # noqa: BLE001 - metrics must never stop the door
+            log.exception("metrics: could not be written")
 
     def _next_tick(self, watchdog: Watchdog) -> float:
         """Seconds until the supervisor has something to do: its idle pace, or

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from datetime import datetime
 
@@ -30,7 +31,10 @@ from agent.runtime.requests import StatusRequest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="one JSON object")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object")
+    out.add_argument("--prometheus", action="store_true",
+                     help="the metrics the daemon writes for node_exporter, once (Prometheus text format)")
 
 
 def local_time(iso: str | None, cfg: Config) -> str:
@@ -65,6 +69,11 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     st.setdefault("held_reasons", explain(st.get("held"), st.get("held_detail")))
     if args.json:
         print(json.dumps(st, sort_keys=True))
+        return 0
+    if getattr(args, "prometheus", False):
+        from agent.metrics.exposition import render as render_metrics
+
+        sys.stdout.write(render_metrics(st, time.time(), __version__))
         return 0
     print("\n".join(render(st, cfg)))
     return 0

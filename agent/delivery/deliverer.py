@@ -48,6 +48,10 @@ from agent.journal.store import Journal, utc_now_iso
 log = logging.getLogger("agent.delivery")
 
 MAX_RETRY_AFTER = 3600.0
+#: The per-record outcomes counted in :attr:`Deliverer.outcomes`.
+OUTCOMES = ("delivered", "duplicate", "rejected", "failed")
+#: DeliveryError kinds, each counted in :attr:`Deliverer.errors` from 0.
+ERROR_KINDS = ("network", "timeout", "http", "auth", "too_long", "bad_answer", "unmatched")
 
 
 class Deliverer:
@@ -84,6 +88,9 @@ class Deliverer:
         self.auth_refused = False
         self.held: Counter = Counter()
         self.held_detail: dict[str, Any] = {}  # oldest/newest stamp and true-time bound of held scans
+        # Since this Deliverer was made (the daemon's start): the metrics' counters.
+        self.outcomes: Counter = Counter(dict.fromkeys(OUTCOMES, 0))
+        self.errors: Counter = Counter(dict.fromkeys(ERROR_KINDS, 0))
 
     # ----------------------------------------------------------- selection
 
@@ -131,7 +138,14 @@ class Deliverer:
         """Seconds left in the current back-off (0 when none)."""
         return max(0.0, self.backoff_until - self.monotonic())
 
+    def count_error(self, exc: DeliveryError) -> None:
+        """Count one failed request, once however often it is re-raised."""
+        if not getattr(exc, "counted", False):
+            exc.counted = True  # type: ignore[attr-defined]
+            self.errors[exc.kind] += 1
+
     def _fail(self, exc: DeliveryError) -> None:
+        self.count_error(exc)
         self.failures += 1
         delay = min(self.backoff_max, self.backoff_initial * (2 ** (self.failures - 1)))
         delay *= 0.5 + 0.5 * self.rng()  # jitter: spread a fleet's retries
@@ -188,6 +202,7 @@ class Deliverer:
                 run.send_all(progress, stop)
             finally:
                 run.finish()
+                self.outcomes.update({o: getattr(summary, o) for o in OUTCOMES})
         except DeliveryError as exc:
             summary.reachable = exc.kind not in ("network", "timeout", "auth")
             summary.error = str(exc)
@@ -207,4 +222,5 @@ class Deliverer:
         return {"last_delivery": self.last_success, "last_error": self.last_error,
                 "last_error_excerpt": self.last_excerpt, "last_error_status": self.last_status,
                 "backoff_seconds": round(self.in_backoff(), 1), "auth_refused": self.auth_refused,
-                "held": dict(self.held), "held_detail": dict(self.held_detail)}
+                "held": dict(self.held), "held_detail": dict(self.held_detail),
+                "deliveries": dict(self.outcomes), "delivery_errors": dict(self.errors)}

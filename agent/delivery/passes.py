@@ -223,6 +223,7 @@ class Pass:
                     outcomes = job.result()
                 except DeliveryError as exc:
                     summary.requests += 1
+                    d.count_error(exc)
                     self.put_back(batch, exc.reached)
                     if exc.kind == "too_long" and len(batch) > 1:
                         d.batch_limit = max(1, len(batch) // 2)

@@ -69,6 +69,9 @@ class Recorder:
         self.log_tags = log_tags
         self.on_stored = on_stored
         self.counts = {"stored": 0, "already": 0, "error": 0, "invalid": 0}
+        # The same by reader (`agent status --json` "counters", the metrics): each
+        # reader's dict is written by its own thread only.
+        self.by_reader = {rc.name: dict.fromkeys(self.counts, 0) for rc in readers}
 
     def seed_debounce(self, boot_id: str, n: int = 64) -> None:
         """Reads recorded just before a restart in this boot still debounce."""
@@ -80,6 +83,13 @@ class Recorder:
         except Exception:  # a seed is a nicety; never block start-up on it
             log.exception("could not seed debounce from the journal")
 
+    def _count(self, reader: str, result: str) -> None:
+        self.counts[result] += 1
+        counts = self.by_reader.get(reader)
+        if counts is None:
+            counts = self.by_reader.setdefault(reader, dict.fromkeys(self.counts, 0))
+        counts[result] += 1
+
     def handle(self, reader: str, raw: str) -> str:
         """Record one read. Returns "stored", "already", "error" or "invalid"."""
         fmt, order, kind, card_bits = self.formats.get(reader, ("raw", "big", "auto", CARD_BITS))
@@ -88,7 +98,7 @@ class Recorder:
         except TagFormatError as exc:
             log.warning("reader %s: %r cannot be read as %s: %s", reader,
                         tag_for_log(raw, self.log_tags), fmt, exc)
-            self.counts["invalid"] += 1
+            self._count(reader, "invalid")
             self.feedback.event("error", f"reader={reader} invalid")
             return "invalid"
         stamp = self.clock.stamp()
@@ -96,7 +106,7 @@ class Recorder:
         now_ns = int(stamp["mono_ns"])
         prev = deb.last(reader, tag) if deb is not None else None
         if deb is not None and not deb.check(reader, tag, now_ns):
-            self.counts["already"] += 1
+            self._count(reader, "already")
             if prev is None or not 0 <= now_ns - prev < self.held_ns.get(reader, 0):
                 self.feedback.event("already", f"tag={tag}")  # shown again, not still lying there
             return "already"
@@ -105,14 +115,14 @@ class Recorder:
         try:
             rec = self.journal.append(fields)
         except JournalError as exc:
-            self.counts["error"] += 1
+            self._count(reader, "error")
             if deb is not None:
                 deb.forget(reader, tag)
             log.error("SCAN NOT STORED (reader %s, card %s): %s", reader,
                       tag_for_log(tag, self.log_tags), exc)
             self.feedback.event("error", f"tag={tag}")
             return "error"
-        self.counts["stored"] += 1
+        self._count(reader, "stored")
         if deb is not None:
             deb.seed(reader, tag, self.clock.mono_ns())  # "held" counts from here: the fsync is not a gap
         self.feedback.event("stored", f"tag={tag} id={rec.id}")

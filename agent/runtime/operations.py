@@ -15,6 +15,7 @@ A command reaches an operation through :func:`agent.runtime.access.call`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,7 @@ class DaemonView(NamedTuple):
     readers: Callable[[], list[dict]]
     scans_this_run: Callable[[], dict]
     stop: threading.Event
+    scans_by_reader: Callable[[], dict] | None = None
 
 
 class Parts:
@@ -111,7 +113,10 @@ def status(parts: Parts, req: StatusRequest, progress: Progress | None = None) -
     d = parts.daemon
     if d is not None:
         out.update({"daemon": True, "pid": d.pid, "uptime_seconds": round(time.time() - d.started, 1),
+                    "started_at": datetime.fromtimestamp(d.started, UTC).isoformat(timespec="microseconds"),
                     "readers": d.readers(), "scans_this_run": d.scans_this_run()})
+        if d.scans_by_reader is not None:
+            out["scans_by_reader"] = d.scans_by_reader()
     else:
         out.update({"daemon": False, "readers": []})
     if parts.cfg.iflow is None:
@@ -127,11 +132,22 @@ def status(parts: Parts, req: StatusRequest, progress: Progress | None = None) -
             backlog.detail["waiting_for"] = waiting_for(parts.cfg)
         out.update({"last_delivery": None, "last_error": None, "backoff_seconds": 0.0,
                     "held": dict(backlog.held), "held_detail": backlog.detail})
+    out.update(disk_space(parts.cfg.state_dir))
     if d is None:
         parts.clock.observe()  # as the daemon's supervisor would have: a sync since is seen
     out["clock_synced"] = bool(parts.clock.synced)
     out.update(parts.clock.time_source())
     return out
+
+
+def disk_space(path: str) -> dict[str, int | None]:
+    """Free bytes (for an unprivileged user: what the agent may use) and size of
+    ``path``'s filesystem; None when it cannot be read."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return {"disk_free_bytes": None, "disk_size_bytes": None}
+    return {"disk_free_bytes": st.f_bavail * st.f_frsize, "disk_size_bytes": st.f_blocks * st.f_frsize}
 
 
 def flush(parts: Parts, req: FlushRequest, progress: Progress | None = None) -> dict[str, Any]:
