@@ -24,7 +24,7 @@ PACKAGE = ROOT / "agent"
 LAYERS: list[tuple[str, ...]] = [
     ("agent.commands", "agent.__main__"),
     ("agent.runtime",),
-    ("agent.recording", "agent.delivery", "agent.crosschex"),
+    ("agent.recording", "agent.delivery", "agent.crosschex", "agent.metrics"),
     ("agent.reading", "agent.journal", "agent.clock", "agent.feedback"),
     ("agent.config", "agent.schema", "agent.errors", "agent.records", "agent.redact", "agent.fsio", "agent.tls",
      "agent"),
@@ -37,7 +37,7 @@ PURE = {
     "agent.reading.frames", "agent.reading.hidkeys", "agent.reading.tagformat", "agent.reading.debounce",
     "agent.delivery.wire", "agent.clock.policy", "agent.crosschex.matching", "agent.crosschex.wire",
     "agent.feedback.patterns", "agent.clock.reasons", "agent.delivery.isolation",
-    "agent.reading.pn532wire", "agent.reading.wiegand",
+    "agent.reading.pn532wire", "agent.reading.wiegand", "agent.metrics.exposition",
 }
 PURE_MAY_IMPORT = {"agent.errors", "agent.records", "agent.redact"}
 
