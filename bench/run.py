@@ -737,6 +737,12 @@ def bench_latency(ctx: Context) -> Section:
     return run(ctx)
 
 
+def bench_export(ctx: Context) -> Section:
+    from bench.export import bench_export as run  # it imports this module's helpers
+
+    return run(ctx)
+
+
 REGISTRY: dict[str, Benchmark] = {
     b.name: b for b in (
         Benchmark("insert", "Insert latency", bench_insert),
@@ -745,6 +751,7 @@ REGISTRY: dict[str, Benchmark] = {
         Benchmark("startup", "Start-up and idle wake-ups", bench_startup),
         Benchmark("wan", "Flush over a 50 ms link", bench_wan),
         Benchmark("latency", "Scan to feedback latency: serial line and PN532", bench_latency),
+        Benchmark("export", "Export of a large journal", bench_export),
     )
 }
 

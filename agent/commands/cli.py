@@ -39,6 +39,7 @@ COMMANDS = (
     ("status", "what is pending, delivered, rejected; is the daemon running"),
     ("flush", "deliver everything pending now, with a summary"),
     ("rejected", "list records iFlow rejected or that failed alone, by reason; retry or dismiss them"),
+    ("export", "write the journal's records of a period as CSV or JSON Lines, card numbers hashed on request"),
     ("probe", "read cards from the configured reader and show every number format"),
     ("doctor", "check config, token, storage, reader, GPIO, clock, iFlow, daemon"),
     ("reconcile", "compare CrossChex Cloud records with the journal; --push fills gaps"),
