@@ -195,7 +195,7 @@ def test_completes_each_commands_own_options_after_it(script):
     assert complete(script, "agent", "flush", "--") == ["--help", "--dry-run", "--release-unsynced", "--json"]
     assert complete(script, "agent", "rejected", "--dis") == ["--dismiss", "--dismissed"]
     assert complete(script, "agent", "--config", "/x.toml", "--log-level", "INFO", "status", "--") == \
-        ["--help", "--json"]
+        ["--help", "--json", "--prometheus"]
     assert complete(script, "agent", "--config", "=", "/x.toml", "fl") == ["flush"]
     assert complete(script, "agent", "flush", "--c") == []  # --config belongs before the command
 
@@ -242,4 +242,4 @@ def test_an_option_added_in_add_arguments_reaches_the_page_and_the_completion(mo
     assert complete(f, "agent", "flush", "--colour", "") == ["auto", "never"]
     (tmp_path / "summary.txt").write_text("")
     assert complete(f, "agent", "flush", "--report", str(tmp_path / "sum")) == [str(tmp_path / "summary.txt")]
-    assert complete(f, "agent", "status", "--colour", "") == ["-h", "--help", "--json"]  # flush's, not status's
+    assert complete(f, "agent", "status", "--colour", "") == ["-h", "--help", "--json", "--prometheus"]  # flush's, not status's

@@ -18,7 +18,7 @@ import pytest
 from agent.config import from_dict
 from agent.errors import ConfigError
 from agent.metrics.exposition import FILE_NAME, METRICS, render
-from agent.metrics.textfile import TMP_NAME, TextfileWriter, write_atomic
+from agent.metrics.textfile import TextfileWriter, remove_stale, tmp_name, write_atomic
 from tests.support.harness import run_cli, write_config
 from tests.support.nodeexporter import PROMTOOL, NodeExporter, need, parse, value
 
@@ -163,11 +163,11 @@ def test_writer_waits_for_its_directory_then_writes_on_interval_and_on_change(tm
     clock.t += 15
     assert w.tick()
     assert (d / FILE_NAME).read_text().endswith("x 3\n")
-    assert not (d / TMP_NAME).exists()
+    assert os.listdir(d) == [FILE_NAME]
 
 
 def test_a_write_that_fails_is_logged_once_and_never_raised(tmp_path, caplog):
-    (tmp_path / TMP_NAME).mkdir()  # the temp file cannot be created
+    (tmp_path / tmp_name(os.getpid())).mkdir()  # the temp file cannot be created
     clock = Ticks()
     w = TextfileWriter(str(tmp_path), 1.0, lambda: "x 1\n", lambda: 0, monotonic=clock)
     for _ in range(5):
@@ -223,12 +223,14 @@ def test_kill_9_during_metrics_writes_never_gives_node_exporter_a_partial_file(t
                 p.send_signal(signal.SIGKILL)
                 p.wait(10)
                 kills += 1
-                torn += (d / TMP_NAME).exists()  # killed with a write half done
+                torn += (d / tmp_name(p.pid)).exists()  # killed with a write half done
                 text = (d / FILE_NAME).read_text()
                 assert text.endswith("complete 1\n")  # what is in place is always whole
         finally:
             stop.set()
             t.join(30)
+    assert remove_stale(str(d)) == torn  # what the next writer clears
+    assert os.listdir(d) == [FILE_NAME]
     print(f"{kills} kills, {torn} of them during a write; {len(seen)} scrapes, none with an error")
     assert torn >= 5, f"only {torn} of {kills} kills landed during a write"
     assert all(err == 0 for err, _ in seen), seen[:5]

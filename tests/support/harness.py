@@ -40,6 +40,9 @@ def write_config(path: Path, *, state_dir: Path, port: str | None = None, iflow:
     # would refuse them. A test of that refusal passes {"journal": {"allow_volatile": False}}.
     extra = dict(extra or {})
     extra["journal"] = {"allow_volatile": True, **extra.get("journal", {})}
+    # Not the machine's node_exporter directory (CI installs node_exporter): a test
+    # that wants metrics gives its own.
+    extra.setdefault("metrics", {"textfile_dir": ""})
     for section, table in extra.items():
         lines.append(f"[{section}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]

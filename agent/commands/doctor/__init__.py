@@ -48,6 +48,9 @@ when it did not pass, what to do. In order:
 ``iflow_tls``      the TLS handshake passes (https; a WARN for http://)
 ``iflow_answers``  one GET with the token and ``csv_data=[]`` gets an HTTP
                    answer; 401/403 means the token was refused (FAIL)
+``metrics``        node_exporter's textfile directory: off when absent; with a
+                   daemon, ``rfid_agent.prom`` written within 3 intervals;
+                   without, the service's user may write there (mode or ACL)
 ``daemon``         the daemon answers on its control socket
 ``backlog``        the oldest pending scan: WARN over 1 h, FAIL over 24 h
 =================  =============================================================
@@ -58,7 +61,7 @@ helper thread). The access token is never printed: every detail goes through
 
 One module per subsystem (:mod:`.config_token`, :mod:`.storage`,
 :mod:`.readers` with :mod:`.reader_access`, :mod:`.console` and :mod:`.wiegand`, :mod:`.gpio`,
-:mod:`.clock`, :mod:`.iflow`, :mod:`.daemon`);
+:mod:`.clock`, :mod:`.iflow`, :mod:`.daemon`, :mod:`.metrics`);
 each check calls the part of the agent it checks (the reader's device search,
 the feedback backend's pin factory, the delivery client, the backlog count)
 rather than a copy of it, so doctor cannot pass what the daemon would fail.
@@ -92,6 +95,7 @@ from agent.commands.doctor.daemon import (
 )
 from agent.commands.doctor.gpio import check_gpio
 from agent.commands.doctor.iflow import check_iflow
+from agent.commands.doctor.metrics import check_metrics
 from agent.commands.doctor.readers import check_readers
 from agent.commands.doctor.storage import check_journal, check_state_dir
 from agent.config import Config
@@ -120,6 +124,7 @@ CHECKS: tuple[tuple[str, Callable[[Ctx], list[Result]]], ...] = (
     ("gpio", check_gpio),
     ("clock", check_clock),
     ("iflow", check_iflow),
+    ("metrics", check_metrics),
     ("daemon", check_daemon),
     ("backlog", check_backlog),
 )
