@@ -14,8 +14,8 @@ for punches added later with an older time (``agent reconcile --push``).
 With ``--hash-tags`` no card number is written: ``tag`` becomes
 ``tag_hmac``, HMAC-SHA256 of the card number under a key (random for each
 export and never shown, or read from ``--hash-key-file``), ``raw`` is left
-out, and the card number, its raw form and any run of 6 or more digits are
-masked in the message. A plain hash would not do: there are only about 10^10
+out, and the card number, its raw form and any number of 6 or more (hex)
+digits are masked in the message. A plain hash would not do: there are only about 10^10
 card numbers, and trying them all against a SHA-256 takes minutes.
 """
 
@@ -48,7 +48,8 @@ COLUMNS = ("id", "captured_at", "local_time", "sent_date", "sent_time", "deliver
            "dismissed_at", "message", "reader", "source", "tag", "raw")
 HASHED_COLUMNS = tuple("tag_hmac" if c == "tag" else c for c in COLUMNS if c != "raw")
 MIN_KEY_BYTES = 16
-_DIGITS = re.compile(r"\d{6,}")
+# 6 or more digits, or a word of 6 or more hex digits with a digit: a card number in some form
+_NUMBERS = re.compile(r"\d{6,}|(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*\d)[0-9A-Fa-f]{6,}(?![0-9A-Za-z])")
 
 HELP = ("columns: " + ", ".join(COLUMNS) + ". captured_at is the scan's true time (UTC, ISO 8601: the "
         "corrected time when the agent corrected the clock, else the wall clock at capture), local_time the "
@@ -159,11 +160,11 @@ def row_maker(tz: ZoneInfo, key: bytes | None) -> Callable[[Record, datetime], d
 
 
 def _mask(message: str, secrets: tuple[str | None, ...]) -> str:
-    """``message`` with the card number, its raw form and any long digit run masked:
+    """``message`` with the card number, its raw form and any long (hex) number masked:
     iFlow's answers may quote the card."""
     for s in sorted((s for s in secrets if s), key=len, reverse=True):
         message = re.sub(re.escape(s), "[card]", message, flags=re.IGNORECASE)
-    return _DIGITS.sub("[number]", message)
+    return _NUMBERS.sub("[number]", message)
 
 
 def rows(reader: JournalReader, begin: datetime, end: datetime, states: set[str] | None,
