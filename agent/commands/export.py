@@ -246,6 +246,11 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     if not os.path.isdir(cfg.state_dir):
         raise CommandError(f"no journal yet: {cfg.state_dir} does not exist (has `agent run` ever started?)")
     reader = JournalReader(os.path.join(cfg.state_dir, JOURNAL_DIR))
+    try:
+        reader.segment_count()  # before the header row: a journal we may not read is one line, no output
+    except PermissionError:
+        raise CommandError(f"cannot read {reader.directory}: permission denied (run as root or as the "
+                           "agent's user)") from None
     columns = COLUMNS if key is None else HASHED_COLUMNS
     skipped = [0]
     items = rows(reader, begin, end, set(args.state) if args.state else None, row_maker(cfg.timezone, key), skipped)

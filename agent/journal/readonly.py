@@ -42,6 +42,10 @@ class JournalReader:
             return []
         return sorted(n for n in map(segment_number, names) if n is not None)
 
+    def segment_count(self) -> int:
+        """How many segment files there are now (PermissionError if the directory is not readable)."""
+        return len(self._numbers())
+
     def segments(self) -> Iterator[list[Record]]:
         """Each segment's records, oldest segment first. The directory is listed
         again at the end, so segments started meanwhile are read too."""
