@@ -44,13 +44,14 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
     assert headings == ["# Benchmarks", "## Targets", "## Machine", "## Insert latency",
                         "## Idle daemon memory with a 300 backlog",
                         "## Flush of a 300 backlog to the local iFlow stand-in", "## Start-up and idle wake-ups",
-                        "## Flush of 300 over a 50 ms link", "## Scan to feedback latency: serial line and PN532"]
+                        "## Flush of 300 over a 50 ms link", "## Scan to feedback latency: serial line and PN532",
+                        "## Export of a 300-record journal"]
 
     targets = [r for r in section(text, "## Targets").splitlines() if r.startswith("| ") and "---" not in r]
     # header + insert p50, p99, speed-up, RSS, SIGTERM, flush rate, memory, ratio,
     # --version, status without and with a daemon, idle wake-ups (line reader, PN532 reader), WAN flush,
-    # records per request, scan-to-feedback p99 of the line and the PN532 paths
-    assert len(targets) == 1 + 8 + 5 + 2 + 2
+    # records per request, scan-to-feedback p99 of the line and the PN532 paths, export's peak RSS
+    assert len(targets) == 1 + 8 + 5 + 2 + 2 + 1
     assert all(("met" in r or "MISSED" in r) and "not enforced in --quick" in r for r in targets[1:])
 
     machine = section(text, "## Machine")
@@ -76,6 +77,10 @@ def test_quick_run_writes_a_complete_report(tmp_path: Path) -> None:
         assert row in startup
     assert "wake-ups per second" in startup
     assert "The same daemon with a PN532 reader" in startup and "% of one core" in startup
+    assert "with its metrics written for node_exporter" in startup and "`metrics.textfile_dir = \"\"`" in startup
+
+    export = section(text, "## Export of a 300-record journal")
+    assert "| `agent export`, CSV" in export and "`agent status --json`" in export
 
     latency = section(text, "## Scan to feedback latency: serial line and PN532")
     assert "| serial line (`protocol = \"line\"`)" in latency and "| PN532 (`protocol = \"pn532\"`" in latency
