@@ -307,8 +307,16 @@ def test_unit_is_the_repositorys_with_the_packaged_execstart(debs, tmp_path):
 # ------------------------------------------------------------ the life of a package
 
 
+TEXTFILE = "/var/lib/prometheus/node-exporter"
+ACL_HINT = f"setfacl -m u:rfid-agent:rwx {TEXTFILE}"
+
+
 def test_install_offline(root, debs):
+    # node_exporter came first (its textfile directory is there); no acl package yet
+    (root / TEXTFILE.lstrip("/")).mkdir(parents=True)
+    assert not [p for p in ("usr/bin/setfacl", "bin/setfacl") if (root / p).exists()]
     out = apt(root, "install", f"/tmp/{debs['old'].name}")
+    assert ACL_HINT in out.stderr  # how to let the service write its metrics there
     assert run(root, "agent", "--version").stdout.strip() == f"agent {code_version()}"
     groups = run(root, "id", "-nG", "rfid-agent").stdout.split()
     assert set(groups) >= {"rfid-agent", "dialout", "input", "gpio"}
@@ -413,8 +421,13 @@ def test_upgrade_restarts_a_running_service_whatever_holds_its_token(root, debs)
     # caught starting (before READY=1, or between restarts): it counts as running
     service(root, running=True, state="activating")
     (root / CALLS).unlink(missing_ok=True)
+    setfacl = root / "usr/sbin/setfacl"  # acl is installed now: the upgrade sets the entry itself
+    setfacl.write_text(STANDIN)
+    setfacl.chmod(0o755)
 
     out = apt(root, "install", f"/tmp/{debs['new'].name}")
+    assert ACL_HINT not in out.stderr
+    assert [c for c in calls(root) if c.startswith(f"setfacl -m u:rfid-agent:rwx {TEXTFILE} ")], calls(root)
     new = code_version() + NEW
     assert run(root, "agent", "--version").stdout.strip() == f"agent {new}"
     # The site's edit stays, without a question (the package's copy did not change).
