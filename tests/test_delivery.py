@@ -382,7 +382,12 @@ def test_flush_through_the_running_daemon(tmp_path):
             for i in range(5):
                 pty.send(f"D{i}\r\n".encode())
             assert d.wait_for(lambda ls: sum(ln.startswith("stored") for ln in ls) == 5)
-            st = json.loads(run_cli(cfg, "status", "--json").stdout)
+            deadline = time.monotonic() + 15  # the uploader's first attempt, after send_delay
+            while True:
+                st = json.loads(run_cli(cfg, "status", "--json").stdout)
+                if st["last_error"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             assert st["pending"] == 5 and st["last_error"]
             standin.mode = "up"
             r = run_cli(cfg, "flush", "--json")

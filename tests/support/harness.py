@@ -72,10 +72,24 @@ class Pty:
                 pass
 
 
+# Every daemon started, so that one a failed test left running (holding its
+# pty's lock, its port) is killed before the next test (tests/conftest.py).
+STARTED: list["Daemon"] = []
+
+
+def kill_left_running(since: int) -> int:
+    """Kill the daemons started after the first ``since`` that still run; how many."""
+    left = [d for d in STARTED[since:] if d.proc.poll() is None]
+    for d in left:
+        d.kill()
+    return len(left)
+
+
 class Daemon:
     """`agent run` as a subprocess; collects the console feedback lines."""
 
     def __init__(self, config: Path, env: dict | None = None) -> None:
+        STARTED.append(self)
         self.config = config
         e = dict(os.environ)
         e.update(env or {})
