@@ -16,9 +16,9 @@ from agent.journal.store import Journal
 from tests.support.harness import AGENT, Daemon, Pty, run_cli, wait_ready, write_config
 
 COLUMNS = ["id", "captured_at", "local_time", "sent_date", "sent_time", "delivered_at", "state",
-           "dismissed_at", "message", "reader", "source", "tag", "raw"]
+           "dismissed_at", "message", "reader", "source", "tag", "raw", "time_note"]
 HASHED = ["id", "captured_at", "local_time", "sent_date", "sent_time", "delivered_at", "state",
-          "dismissed_at", "message", "reader", "source", "tag_hmac"]
+          "dismissed_at", "message", "reader", "source", "tag_hmac", "time_note"]
 REJECTED_MSG = "error_authenticate: Niciun angajat nu este asociat acestei cartele de tip RFID"
 DONE = "2026-11-22T09:00:00.000000+00:00"
 
@@ -49,8 +49,8 @@ def build(state: Path) -> dict[str, str]:
     sent = {"sent_date": "2026-11-22", "sent_time": "08:00:00", "done_at": DONE, "attempts": 1}
     j.update([
         (recs["delivered"], {"state": "delivered", **sent}),
-        (recs["duplicate"], {"state": "duplicate", "message": "prezență duplicată", **sent}),
-        (recs["rejected"], {"state": "rejected", "message": f"{REJECTED_MSG}: 0004000004 (3D0904)", **sent}),
+        (recs["duplicate"], {"state": "duplicate", "message": "prezență duplicată", "unsynced_sent": True, **sent}),
+        (recs["rejected"], {"state": "rejected", "message": f"{REJECTED_MSG}: 0004000004 (3D0904), rfidTag 4000004", **sent}),
         (recs["failed"], {"state": "failed", "message": "HTTP 500: card 0F003D0905 too long", **sent,
                           "dismissed_at": "2026-11-22T10:00:00.000000+00:00"}),
         (recs["corrected"], {"corrected_at": CORRECTED}),
@@ -105,10 +105,13 @@ def test_csv_has_the_documented_columns_and_values_and_writes_nothing(site):
     assert d == {"id": ids["delivered"], "captured_at": "2026-11-22T06:00:00.000000+00:00",
                  "local_time": "2026-11-22T08:00:00+02:00", "sent_date": "2026-11-22", "sent_time": "08:00:00",
                  "delivered_at": DONE, "state": "delivered", "dismissed_at": "", "message": "", "reader": "gate",
-                 "source": "reader", "tag": "0004000003", "raw": "0F003D0903"}
+                 "source": "reader", "tag": "0004000003", "raw": "0F003D0903", "time_note": ""}
     assert by_id[ids["duplicate"]]["state"] == "duplicate"
     assert by_id[ids["duplicate"]]["message"] == "prezență duplicată"
-    assert by_id[ids["rejected"]]["message"] == f"{REJECTED_MSG}: 0004000004 (3D0904)"
+    assert by_id[ids["rejected"]]["message"] == f"{REJECTED_MSG}: 0004000004 (3D0904), rfidTag 4000004"
+    # sent with its stamp as captured (no time source confirmed it): HR can see which
+    assert by_id[ids["duplicate"]]["time_note"] == "unsynced_sent"
+    assert by_id[ids["delivered"]]["time_note"] == ""
     f = by_id[ids["failed"]]
     assert (f["state"], f["dismissed_at"]) == ("failed", "2026-11-22T10:00:00.000000+00:00")
     p = by_id[ids["pinned"]]
@@ -179,7 +182,8 @@ def test_hash_tags_leave_no_card_number_and_join_within_one_export(site, tmp_pat
     assert all(len(h) == 64 and int(h, 16) >= 0 for h in hashes)
     assert by_name["delivered"]["tag_hmac"] == by_name["duplicate"]["tag_hmac"]  # the same card
     assert len(set(hashes)) == len(SCANS) - 1  # every other card differs
-    assert by_name["rejected"]["message"] == f"{REJECTED_MSG}: [card] ([number])"
+    # iFlow echoes the card as a number, its leading zeros gone: masked too
+    assert by_name["rejected"]["message"] == f"{REJECTED_MSG}: [card] ([number]), rfidTag [card]"
     assert by_name["failed"]["message"] == "HTTP 500: card [card] too long"
     assert by_name["delivered"]["id"] == ids["delivered"]
 
@@ -310,3 +314,16 @@ def test_missing_state_dir_is_not_created(tmp_path):
     r = run_cli(cfg, "export", "--from", "2026-11-22", "--to", "2026-11-23")
     assert r.returncode == 1 and "no journal yet" in r.stderr
     assert not state.exists()
+
+
+def test_a_date_is_its_day_even_where_the_clocks_skip_midnight():
+    from zoneinfo import ZoneInfo
+
+    from agent.commands.export import parse_moment
+
+    santiago = ZoneInfo("America/Santiago")  # DST starts at 00:00: 2026-09-06 begins at 01:00
+    assert parse_moment("2026-09-06", santiago, "--from").isoformat() == "2026-09-06T04:00:00+00:00"
+    assert parse_moment("2026-09-05", santiago, "--to", end=True).isoformat() == "2026-09-06T04:00:00+00:00"
+    bucharest = ZoneInfo("Europe/Bucharest")  # the basic form is a date too: the whole day
+    assert parse_moment("20261025", bucharest, "--to", end=True) == \
+        parse_moment("2026-10-25", bucharest, "--to", end=True)

@@ -28,7 +28,7 @@ import json
 import os
 import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from hashlib import sha256
 from typing import IO, Any, Callable, Iterator
 from zoneinfo import ZoneInfo
@@ -45,7 +45,10 @@ STATES = tuple(s.value for s in State)
 # The columns, in this order (public: README "agent export"); with --hash-tags,
 # "tag" is "tag_hmac" and "raw" is left out.
 COLUMNS = ("id", "captured_at", "local_time", "sent_date", "sent_time", "delivered_at", "state",
-           "dismissed_at", "message", "reader", "source", "tag", "raw")
+           "dismissed_at", "message", "reader", "source", "tag", "raw", "time_note")
+# Set by delivery on a record sent with its stamp as captured (agent flush --release-unsynced,
+# time.unsynced = "send"): the time iFlow received was not confirmed by any source.
+TIME_NOTES = ("unsynced_sent", "insane_sent")
 HASHED_COLUMNS = tuple("tag_hmac" if c == "tag" else c for c in COLUMNS if c != "raw")
 MIN_KEY_BYTES = 16
 # 6 or more digits, or a word of 6 or more hex digits with a digit: a card number in some form
@@ -54,7 +57,8 @@ _NUMBERS = re.compile(r"\d{6,}|(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*\d)[0-9A-Fa-f]{6,}
 HELP = ("columns: " + ", ".join(COLUMNS) + ". captured_at is the scan's true time (UTC, ISO 8601: the "
         "corrected time when the agent corrected the clock, else the wall clock at capture), local_time the "
         "same in the config's time zone; sent_date/sent_time what iFlow received (or will); delivered_at "
-        "when iFlow answered (or the record was set aside); message iFlow's message or why it failed. "
+        "when iFlow answered (or the record was set aside); message iFlow's message or why it failed; time_note unsynced_sent or insane_sent when the time sent "
+        "was the stamp as captured, unconfirmed. "
         "A record is in the period when --from <= captured_at < --to; a naive time is in the config's "
         "time zone, a date alone its midnight, and a date as --to takes in that whole day.")
 
@@ -93,13 +97,25 @@ def parse_moment(text: str, tz: ZoneInfo, option: str, *, end: bool = False) -> 
                            "(2026-11-01, 2026-11-01T08:00, 2026-11-01T08:00:00+02:00)", EXIT_CONFIG) from None
     if dt.tzinfo is not None and dt.utcoffset() is not None:
         return dt.astimezone(UTC)
-    if end and len(value) == 10:  # a date alone: the whole day
+    date_alone = _is_date(value)
+    if end and date_alone:  # a date alone: the whole day
         dt += timedelta(days=1)
     local = dt.replace(tzinfo=tz, fold=0)  # a repeated local time: its first occurrence
-    if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != dt:
+    # A day whose midnight the clocks skip (DST at 00:00: Santiago, Cairo) starts
+    # at the skip, which is where zoneinfo puts the skipped time with fold=0.
+    if not date_alone and local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != dt:
         raise CommandError(f"{option} {text!r}: that local time does not exist in {tz.key} "
                            "(the clocks skip it)", EXIT_CONFIG)
     return local.astimezone(UTC)
+
+
+def _is_date(value: str) -> bool:
+    """A date alone (2026-11-01, 20261101), not a date-time."""
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def period(cfg: Config, args: argparse.Namespace) -> tuple[datetime, datetime]:
@@ -145,6 +161,7 @@ def row_maker(tz: ZoneInfo, key: bytes | None) -> Callable[[Record, datetime], d
             "message": _text(rec.message),
             "reader": _text(rec.reader),
             "source": _text(rec.source),
+            "time_note": next((n for n in TIME_NOTES if rec.get(n)), None),
         }
         tag, raw = _text(rec.tag), _text(rec.raw)
         if key is None:
@@ -164,6 +181,9 @@ def _mask(message: str, secrets: tuple[str | None, ...]) -> str:
     iFlow's answers may quote the card."""
     for s in sorted((s for s in secrets if s), key=len, reverse=True):
         message = re.sub(re.escape(s), "[card]", message, flags=re.IGNORECASE)
+    # iFlow (PHP) echoes a numeric card as a number: 0000012345 comes back as 12345
+    for run in {r.lstrip("0") for s in secrets if s for r in re.findall(r"\d{4,}", s)} - {""}:
+        message = re.sub(rf"(?<![0-9A-Za-z])0*{run}(?![0-9A-Za-z])", "[card]", message)
     return _NUMBERS.sub("[number]", message)
 
 
@@ -195,7 +215,7 @@ def write_rows(out: IO[str], fmt: str, columns: tuple[str, ...], items: Iterator
             n += 1
     else:
         for item in items:
-            out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n")
+            out.write(json.dumps({c: item[c] for c in columns}, ensure_ascii=False, separators=(",", ":")) + "\n")
             n += 1
     return n
 
