@@ -494,7 +494,12 @@ def test_a_failed_unpack_brings_the_old_version_back_running(root, debs):
 def test_remove_keeps_config_and_journal(root):
     service(root, running=True)
     (root / CALLS).unlink(missing_ok=True)
+    metrics = root / TEXTFILE.lstrip("/") / "rfid_agent.prom"
+    metrics.write_text("rfid_agent_daemon_running 0\n")  # the last file of the service's clean stop
+    (root / TEXTFILE.lstrip("/") / "node_other.prom").write_text("other 1\n")
     apt(root, "remove", "rfid-agent")
+    assert not metrics.exists()  # node_exporter would report a stopped agent for ever
+    assert (root / TEXTFILE.lstrip("/") / "node_other.prom").exists()
     assert not (root / "usr/bin/agent").exists()
     assert not (root / "usr/lib/rfid-agent").exists()  # the bytecode went too
     assert (root / "etc/rfid-agent/config.toml").exists()

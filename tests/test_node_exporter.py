@@ -119,3 +119,34 @@ def test_a_clean_stop_leaves_a_file_that_says_so(tmp_path):
         assert value(s, "rfid_agent_daemon_running") == 0
         assert value(s, "rfid_agent_reader_up", reader="reader") == 0
         assert not [k for k in s if k[0].startswith("rfid_agent") and k[0].endswith("_total")]
+
+
+def test_held_scans_are_counted_as_they_come_and_go(tmp_path):
+    """The daemon's held count (status, the metrics, the ScansHeld alert) follows
+    the scans within a pass, not the uploader's once-a-minute recount."""
+    (tmp_path / "boot_id").write_text("this-boot\n")
+    flag = tmp_path / "synchronized"  # absent: this boot's clock never synchronised
+    textfile = tmp_path / "node-exporter"
+    textfile.mkdir()
+    pty = Pty()
+    with IflowStandin(token="tok-node") as iflow, NodeExporter(textfile) as ne:
+        cfg = write_config(tmp_path / "c.toml", state_dir=tmp_path / "state", port=pty.port,
+                           iflow={"url": iflow.url, "access_token": "tok-node", "send_delay": 0.05},
+                           extra={"time": {"boot_id_path": str(tmp_path / "boot_id"), "timesyncd_flag": str(flag),
+                                           "use_adjtimex": False, "http_date_max_error": 0},
+                                  "metrics": {"textfile_dir": str(textfile), "interval": "1s"}})
+        d = Daemon(cfg)
+        try:
+            wait_ready(cfg)
+            for tag in TAGS[:2]:
+                pty.send(tag.encode() + b"\r\n")
+            s = ne.wait(lambda s: value(s, "rfid_agent_held_scans", reason="wait") == 2, timeout=20,
+                        what="two scans held for the time")
+            assert value(s, "rfid_agent_journal_records", state="pending") == 2
+            flag.write_text("")  # NTP synchronises: the held scans are corrected and sent
+            s = ne.wait(lambda s: pending(0)(s) and value(s, "rfid_agent_held_scans", reason="wait") == 0,
+                        timeout=20, what="the held scans delivered and no longer counted")
+            assert iflow.stored_count == 2
+        finally:
+            d.terminate()
+            pty.close()

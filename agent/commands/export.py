@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="begin", required=True, metavar="T",
                         help="first moment, inclusive: ISO 8601 date or date-time")
     parser.add_argument("--to", dest="end", required=True, metavar="T",
-                        help="end, exclusive; a date alone means through the end of that day")
+                        help="end: a date-time is exclusive; a date alone includes that whole day")
     parser.add_argument("--format", choices=("csv", "json"), default="csv",
                         help="csv (default, with a header row) or json (JSON Lines: one object a line)")
     parser.add_argument("--state", action="append", choices=STATES, metavar="STATE",

@@ -51,7 +51,8 @@ MAX_RETRY_AFTER = 3600.0
 #: The per-record outcomes counted in :attr:`Deliverer.outcomes`.
 OUTCOMES = ("delivered", "duplicate", "rejected", "failed")
 #: DeliveryError kinds, each counted in :attr:`Deliverer.errors` from 0.
-ERROR_KINDS = ("network", "timeout", "http", "auth", "too_long", "bad_answer", "unmatched")
+# ("journal": an outcome or a pin could not be written here, a disk fault, not iFlow's)
+ERROR_KINDS = ("network", "timeout", "http", "auth", "too_long", "bad_answer", "unmatched", "journal")
 
 
 class Deliverer:

@@ -30,6 +30,7 @@ class Uploader:
         self._wake = threading.Event()
         self._owed = False  # woken during a back-off: pass as soon as it ends
         self._counted = float("-inf")
+        self._counted_pending: int | None = None  # pending at the last count
         self.count_every = 60.0
         self.last_alive = time.monotonic()
         self._thread: threading.Thread | None = None
@@ -70,6 +71,11 @@ class Uploader:
             return True
         return time.monotonic() >= poll_at
 
+    def _count_due(self) -> bool:
+        if self.deliverer.journal.summary()["pending"] != self._counted_pending:
+            return True
+        return time.monotonic() - self._counted > self.count_every
+
     def _run(self) -> None:
         self._wake.set()  # a pass at start: drain what an earlier run left
         poll_at = time.monotonic() + self.idle_poll
@@ -87,12 +93,14 @@ class Uploader:
                                             progress=lambda _event: self._beat())
                 if done is None:  # a flush is running; try again after it
                     self._wake.set()
-                elif done.error is None and time.monotonic() - self._counted > self.count_every:
+                elif done.error is None and self._count_due():
                     # Drained: what is left pending is held. Count it for `agent status`
-                    # (a pass over held records only, at most once a minute).
+                    # and the metrics (a pass over held records only): when what is
+                    # pending changed since the last count, else at most once a minute.
                     self._counted = time.monotonic()
                     with self.deliverer.lock:
                         self.deliverer.count()
+                    self._counted_pending = self.deliverer.journal.summary()["pending"]
             except Exception:
                 log.exception("uploader pass failed")
                 self._stop.wait(5.0)

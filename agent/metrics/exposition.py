@@ -50,7 +50,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
      "When iFlow last took records since the daemon started, in Unix time."),
     ("rfid_agent_deliveries_total", "counter", "Records iFlow answered for since the daemon started, by outcome."),
     ("rfid_agent_delivery_errors_total", "counter",
-     "Requests to iFlow that failed as a whole since the daemon started, by kind."),
+     "Delivery passes stopped by a failure since the daemon started, by kind (journal: the outcome could "
+     "not be written on the door; the others: a request to iFlow failed as a whole)."),
     ("rfid_agent_delivery_backoff_seconds", "gauge", "Seconds until delivery is tried again (0: not waiting)."),
     ("rfid_agent_iflow_token_refused", "gauge", "1 while iFlow refuses the device's access token."),
     ("rfid_agent_reader_up", "gauge", "1 when the reader is connected."),
@@ -113,7 +114,8 @@ class _Text:
         out = []
         for name, kind, text in METRICS:
             if name in self.samples:
-                out += [f"# HELP {name} {_escape(text)}", f"# TYPE {name} {kind}", *self.samples[name]]
+                help_text = text.replace("\\", "\\\\").replace("\n", "\\n")  # HELP escapes only these two
+                out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *self.samples[name]]
         return "\n".join(out) + "\n"
 
 

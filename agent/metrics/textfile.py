@@ -14,7 +14,9 @@ card, and a metrics file lost to a power cut is rewritten within an interval
 of the next start (ext4 replaces a renamed-over file whole, old or new).
 
 Off while the directory does not exist (node_exporter is not installed); a
-directory that appears later is used from the next interval. A write that
+directory that appears later is used from the next interval (under the
+systemd unit, which makes other paths read-only, from the service's next
+start, and once the service's user may write there). A write that
 fails is logged once per kind of failure, not every interval.
 """
 

@@ -124,7 +124,7 @@ def status(parts: Parts, req: StatusRequest, progress: Progress | None = None) -
                     "last_error": "delivery not configured ([iflow] missing)" if d is not None else None})
     elif parts.delivery is not None:
         out.update(parts.delivery.state())
-        if not out["pending"]:  # the daemon recounts held ones at most once a minute: none can be left
+        if not out["pending"]:  # none can be held (the uploader recounts after a pass that changed what is pending)
             out.update(held={}, held_detail={})
     else:
         backlog = count_backlog(parts.journal, parts.clock, parts.cfg.time.unsynced)
