@@ -69,7 +69,7 @@ class Recorder:
         self.log_tags = log_tags
         self.on_stored = on_stored
         self.counts = {"stored": 0, "already": 0, "error": 0, "invalid": 0}
-        # The same by reader (`agent status --json` "counters", the metrics): each
+        # The same by reader (`agent status --json` scans_by_reader, the metrics): each
         # reader's dict is written by its own thread only.
         self.by_reader = {rc.name: dict.fromkeys(self.counts, 0) for rc in readers}
 
