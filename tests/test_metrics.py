@@ -33,8 +33,8 @@ DAEMON_ANSWER = {
     "delivery_errors": {"network": 4, "timeout": 1, "http": 0, "auth": 0, "too_long": 0,
                         "bad_answer": 0, "unmatched": 0},
     "backoff_seconds": 12.5, "auth_refused": False, "held": {"wait": 2},
-    "readers": [{"name": "door", "connected": True, "error": None},
-                {"name": 'side "B" \\ 2\nnd', "connected": False, "error": "port gone"}],
+    "readers": [{"name": "door", "connected": True, "error": None, "dropped": 7},
+                {"name": 'side "B" \\ 2\nnd', "connected": False, "error": "port gone", "dropped": 0}],
     "scans_by_reader": {"door": {"stored": 14, "already": 3, "error": 0, "invalid": 1},
                         'side "B" \\ 2\nnd': {"stored": 1, "already": 0, "error": 1, "invalid": 0}},
     "time_source": "ntp", "disk_free_bytes": 123_456_789, "disk_size_bytes": 7_000_000_000,
@@ -71,6 +71,7 @@ def test_daemon_metrics_pass_promtool_and_say_what_the_answer_says():
     assert value(s, "rfid_agent_reader_up", reader="door") == 1
     assert ("rfid_agent_reader_up", frozenset({("reader", 'side \\"B\\" \\\\ 2\\nnd')})) in s
     assert value(s, "rfid_agent_scans_total", reader="door") == 14
+    assert value(s, "rfid_agent_reader_dropped_input_total", reader="door") == 7
     assert value(s, "rfid_agent_scans_not_recorded_total", reader="door", reason="repeat") == 3
     assert value(s, "rfid_agent_scans_not_recorded_total", reader="door", reason="invalid") == 1
     assert odd not in text

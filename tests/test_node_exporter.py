@@ -43,6 +43,9 @@ def test_node_exporter_sees_the_daemon_through_an_outage_and_an_unplug(tmp_path)
             assert value(s, "rfid_agent_clock_trusted", source="rtc") == 1
             assert value(s, "rfid_agent_scans_total", reader="reader") == 0  # there from the start
 
+            pty.send(b"\x00\xff\xfe\r\n" + b"Z" * 300 + b"\r\n")  # line noise at power-up, an overlong line
+            ne.wait(lambda s: (value(s, "rfid_agent_reader_dropped_input_total", reader="reader") or 0) >= 1,
+                    what="the noise counted")
             pty.send(TAGS[0].encode() + b"\r\n")
             s = ne.wait(lambda s: value(s, "rfid_agent_deliveries_total", outcome="delivered") == 1,
                         what="the first delivery")

@@ -55,6 +55,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("rfid_agent_delivery_backoff_seconds", "gauge", "Seconds until delivery is tried again (0: not waiting)."),
     ("rfid_agent_iflow_token_refused", "gauge", "1 while iFlow refuses the device's access token."),
     ("rfid_agent_reader_up", "gauge", "1 when the reader is connected."),
+    ("rfid_agent_reader_dropped_input_total", "counter",
+     "Input the reader sent that is no card (line noise, bad frames, overlong lines) since the daemon started."),
     ("rfid_agent_clock_trusted", "gauge",
      "1 when the time sent is trusted; source says where it comes from (none: no trusted source)."),
     ("rfid_agent_held_scans", "gauge", "Scans held back (not sent), by reason."),
@@ -157,6 +159,9 @@ def render(st: Mapping[str, Any], now: float, version: str) -> str:
     m.add("rfid_agent_iflow_token_refused", bool(st.get("auth_refused")))
     for r in st.get("readers") or ():
         m.add("rfid_agent_reader_up", bool(r.get("connected")), [("reader", str(r.get("name")))])
+    for r in st.get("readers") or ():
+        if daemon and "dropped" in r:
+            m.add("rfid_agent_reader_dropped_input_total", _count(r.get("dropped")), [("reader", str(r.get("name")))])
     source = st.get("time_source")
     m.add("rfid_agent_clock_trusted", source is not None,
           [("source", source if source in SOURCES else "none" if source is None else "other")])
