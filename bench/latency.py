@@ -41,7 +41,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import Check, Context, Section, _first_match, fmt_ms, percentile, progress
+from bench.run import (
+    Check,
+    Context,
+    Section,
+    _first_match,
+    fmt_ms,
+    percentile,
+    progress,
+)
 
 TIME_SCALE = 0.002  # the patterns' 0.5 s green becomes 1 ms
 GREEN = 17

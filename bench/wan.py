@@ -28,8 +28,17 @@ import threading
 import time
 from pathlib import Path
 
-from bench.run import (Check, Context, Section, _run_measured, _tail, flush_config, fmt_int, prefill_journal,
-                       progress)
+from bench.run import (
+    Check,
+    Context,
+    Section,
+    _run_measured,
+    _tail,
+    flush_config,
+    fmt_int,
+    prefill_journal,
+    progress,
+)
 
 ONE_WAY_S = 0.025
 WAN_BACKLOG = 20_000

@@ -5,7 +5,12 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["agent"]):
-    from agent.crosschex.wire import CcRecord, CrossChexError, decode_envelope, parse_records_answer
+    from agent.crosschex.wire import (
+        CcRecord,
+        CrossChexError,
+        decode_envelope,
+        parse_records_answer,
+    )
 
 
 def TestOneInput(data: bytes) -> None:

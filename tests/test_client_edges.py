@@ -6,7 +6,6 @@ only as RFC 3986 and form decoding require."""
 from __future__ import annotations
 
 import contextlib
-
 import json
 import socket
 import ssl

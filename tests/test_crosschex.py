@@ -18,7 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.crosschex.client import CrossChexClient
-from agent.crosschex.wire import CcRecord, CrossChexError, decode_envelope, parse_records_answer
+from agent.crosschex.wire import (
+    CcRecord,
+    CrossChexError,
+    decode_envelope,
+    parse_records_answer,
+)
 from standins.crosschex import CrossChexStandIn, make_record
 
 KEY = "cc-key-0123456789abcdef"

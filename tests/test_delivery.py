@@ -15,6 +15,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.clock.anchors import AnchorStore
+from agent.clock.clock import Clock
+from agent.clock.sources import ClockSources
 from agent.delivery.backlog import count_backlog
 from agent.delivery.client import IflowClient
 from agent.delivery.deliverer import Deliverer
@@ -22,9 +25,6 @@ from agent.delivery.uploader import HEARTBEAT_S, Uploader
 from agent.journal.store import Journal
 from agent.records import Record
 from standins.iflow import IflowStandin
-from agent.clock.anchors import AnchorStore
-from agent.clock.clock import Clock
-from agent.clock.sources import ClockSources
 from tests.support.harness import AGENT, Daemon, Pty, run_cli, wait_ready, write_config
 
 TZ = ZoneInfo("Europe/Bucharest")

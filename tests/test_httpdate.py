@@ -17,7 +17,13 @@ import trustme
 
 from agent.clock.anchors import AnchorStore
 from agent.clock.clock import Clock
-from agent.clock.httpdate import DRIFT_PPM, DateSample, aged_error, bound_of, parse_http_date
+from agent.clock.httpdate import (
+    DRIFT_PPM,
+    DateSample,
+    aged_error,
+    bound_of,
+    parse_http_date,
+)
 from agent.clock.policy import to_local
 from agent.delivery.client import IflowClient
 from agent.delivery.deliverer import Deliverer

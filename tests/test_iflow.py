@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 
 from agent import redact
 from agent.delivery.client import DeliveryError, IflowClient
-from agent.delivery.wire import AnswerError, Item, Outcome, classify, parse_retry_after, wire, wire_text
+from agent.delivery.wire import (
+    AnswerError,
+    Item,
+    Outcome,
+    classify,
+    parse_retry_after,
+    wire,
+    wire_text,
+)
 from standins.iflow import IflowStandin
 
 TOKEN = "tok-SECRET-9f8e7d"

@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.delivery.isolation import FAIL_AFTER, LONE_IN_A_ROW, UNANSWERED_LIMIT, unanswered_fields
+from agent.delivery.isolation import (
+    FAIL_AFTER,
+    LONE_IN_A_ROW,
+    UNANSWERED_LIMIT,
+    unanswered_fields,
+)
 from agent.journal.store import Journal
 from agent.records import State
 from standins.iflow import IflowStandin

@@ -9,8 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.crosschex.matching import (
+    LocalScan,
+    MappingError,
+    Report,
+    load_mapping,
+    reconcile,
+    tag_for,
+)
 from agent.crosschex.wire import CcRecord
-from agent.crosschex.matching import LocalScan, MappingError, Report, load_mapping, reconcile, tag_for
 
 T0 = datetime(2024, 3, 1, 8, 0, 0, tzinfo=UTC)
 

@@ -8,11 +8,11 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zoneinfo import ZoneInfo
 
 from agent.clock.anchors import MAX_ANCHORS_PER_BOOT, MAX_BOOTS, AnchorStore
 from agent.clock.clock import Clock

@@ -18,7 +18,13 @@ import pytest
 import trustme
 
 from agent.delivery.resolver import bounded_transport
-from agent.tls import cert_time_error, cert_window, floor_context, time_checks_available, tls_context
+from agent.tls import (
+    cert_time_error,
+    cert_window,
+    floor_context,
+    time_checks_available,
+    tls_context,
+)
 from standins.iflow import IflowStandin
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -61,7 +61,12 @@ from agent.commands.probeview import card_block, describe, expect_block, noise_l
 from agent.config import Config, ReaderConfig
 from agent.errors import DaemonError, NoDaemon, ReaderBusy
 from agent.reading.base import Reader
-from agent.reading.tagformat import BYTE_ORDERS, all_formats, kind_for_protocol, match_expected
+from agent.reading.tagformat import (
+    BYTE_ORDERS,
+    all_formats,
+    kind_for_protocol,
+    match_expected,
+)
 from agent.runtime.control import ask
 from agent.runtime.requests import StatusRequest
 from agent.runtime.wiring import make_reader

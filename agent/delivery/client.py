@@ -23,7 +23,16 @@ from agent.clock.sources import boottime_ns
 from agent.delivery import urlquery
 from agent.delivery.failures import DeliveryError, transport_error
 from agent.delivery.resolver import bounded_transport
-from agent.delivery.wire import AnswerError, Item, Outcome, answer_words, classify, excerpt, parse_retry_after, wire_text
+from agent.delivery.wire import (
+    AnswerError,
+    Item,
+    Outcome,
+    answer_words,
+    classify,
+    excerpt,
+    parse_retry_after,
+    wire_text,
+)
 from agent.redact import redact, register_secret
 from agent.tls import plain_http_context, tls_context
 

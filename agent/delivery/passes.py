@@ -29,14 +29,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.delivery.backlog import Candidate, Invalid, order, pinned, select
 from agent.delivery.client import DeliveryError
-from agent.delivery.isolation import LONE_IN_A_ROW, alone_fields, failure_text, suspect, unanswered_fields
+from agent.delivery.isolation import (
+    LONE_IN_A_ROW,
+    alone_fields,
+    failure_text,
+    suspect,
+    unanswered_fields,
+)
 from agent.delivery.wire import Item, Outcome, reason_of
 from agent.errors import JournalError
 from agent.journal.store import utc_now_iso

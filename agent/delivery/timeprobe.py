@@ -34,7 +34,14 @@ from agent.clock.httpdate import DateSample, parse_http_date
 from agent.clock.policy import ns_to_datetime
 from agent.delivery.resolver import bounded_transport
 from agent.redact import redact
-from agent.tls import cert_time_error, cert_window, floor_context, plain_http_context, time_checks_available, tls_context
+from agent.tls import (
+    cert_time_error,
+    cert_window,
+    floor_context,
+    plain_http_context,
+    time_checks_available,
+    tls_context,
+)
 
 log = logging.getLogger("agent.timekeeping")
 

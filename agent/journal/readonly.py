@@ -19,7 +19,13 @@ from typing import Iterator
 
 from agent.fsio import REAL_FS
 from agent.journal.pins import PINS_FILE, Pins
-from agent.journal.segments import Segment, SegmentInfo, segment_number, segment_path, state_key
+from agent.journal.segments import (
+    Segment,
+    SegmentInfo,
+    segment_number,
+    segment_path,
+    state_key,
+)
 from agent.journal.storage import CorruptFile
 from agent.records import Record, State
 

@@ -14,7 +14,12 @@ from typing import Callable, Sequence
 from agent.config import ReaderConfig
 from agent.journal.store import Journal, JournalError
 from agent.reading.debounce import Debouncer
-from agent.reading.tagformat import CARD_BITS, TagFormatError, format_tag, kind_for_protocol
+from agent.reading.tagformat import (
+    CARD_BITS,
+    TagFormatError,
+    format_tag,
+    kind_for_protocol,
+)
 
 log = logging.getLogger("agent.scan")
 

@@ -15,8 +15,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from agent.delivery.deliverer import Deliverer
 from agent.delivery.client import IflowClient
+from agent.delivery.deliverer import Deliverer
 from agent.journal.store import Journal
 from standins.iflow import IflowStandin
 from tests.reliability.figures import record, scale

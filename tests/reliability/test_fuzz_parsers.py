@@ -20,10 +20,10 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.clock.anchors import AnchorStore
 from agent.config import Config, ConfigError, from_dict, load
 from agent.delivery.wire import parse_retry_after
 from agent.journal.store import Journal
-from agent.clock.anchors import AnchorStore
 from tests.reliability.figures import record
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -30,18 +30,24 @@ from zoneinfo import ZoneInfo
 import httpx
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-from agent.delivery.deliverer import Deliverer
-from agent.delivery.client import IflowClient
-from agent.config import ReaderConfig
-from agent.journal.store import Journal
-from agent.records import Record
-from agent.recording.recorder import Recorder
-from standins.iflow import ENDPOINT, IflowStandin
 from agent.clock.anchors import AnchorStore
 from agent.clock.clock import Clock
 from agent.clock.sources import ClockSources
+from agent.config import ReaderConfig
+from agent.delivery.client import IflowClient
+from agent.delivery.deliverer import Deliverer
+from agent.journal.store import Journal
+from agent.recording.recorder import Recorder
+from agent.records import Record
+from standins.iflow import ENDPOINT, IflowStandin
 from tests.reliability.figures import record, scale
 from tests.support.crashfs import Crash, CrashFS
 

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import trustme
 
-from agent.delivery.deliverer import Deliverer
 from agent.delivery.client import DeliveryError, IflowClient
+from agent.delivery.deliverer import Deliverer
 from agent.journal.store import Journal
 from standins.iflow import IflowStandin
 from tests.reliability.figures import record
