@@ -4,6 +4,7 @@ and a fake evdev device."""
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import queue
@@ -284,7 +285,7 @@ def test_open_failures_back_off_exponentially(tmp_path):
         assert "cannot open" in reader.error and not reader.connected
     # waits 0.05, 0.1, 0.2, 0.4, 0.4: about 5 attempts in 1 s, not thousands
     assert 3 <= len(calls) <= 8
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[-1] >= 0.35
 
 

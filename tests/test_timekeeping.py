@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -327,9 +328,9 @@ def test_step_back_while_synced_keeps_order(tmp_path: Path, caplog: pytest.LogCa
     effs = [c.effective(r) for r, _ in scans]
     whens = [e.when for e in effs]
     assert None not in whens
-    assert all(a < b for a, b in zip(whens, whens[1:]))  # ordered by mono, no hour going backwards
-    gaps = [b - a for a, b in zip(whens, whens[1:])]
-    assert gaps == [t2 - t1 for (_, t1), (_, t2) in zip(scans, scans[1:])]  # spacing = mono spacing
+    assert all(a < b for a, b in itertools.pairwise(whens))  # ordered by mono, no hour going backwards
+    gaps = [b - a for a, b in itertools.pairwise(whens)]
+    assert gaps == [t2 - t1 for (_, t1), (_, t2) in itertools.pairwise(scans)]  # spacing = mono spacing
     # the newest measurement wins for the whole boot: records before the step are moved
     assert {e.status for e in effs[:62]} == {"corrected"}
     assert {e.status for e in effs[62:]} == {"ok"}
