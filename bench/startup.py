@@ -166,9 +166,8 @@ def bench_startup(ctx: Context) -> Section:
         os.close(master)
         os.close(slave)
     # The same idle daemon with a PN532, which must be asked: it polls every poll_seconds.
-    from standins.pn532 import (
-        Pn532Sim,  # lazy: only this measurement speaks to a simulated chip
-    )
+    # Lazy: only this measurement speaks to a simulated chip.
+    from standins.pn532 import Pn532Sim
 
     nfc_state = ctx.tmp / "startup-pn532-state"
     nfc_state.mkdir(mode=0o700)

@@ -118,9 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
             report_config_error(str(exc))
         return EXIT_CONFIG
-    from agent.runtime.logsetup import (
-        setup_logging,  # after parsing: --version and usage errors skip it
-    )
+    # Imported after parsing: --version and usage errors skip it.
+    from agent.runtime.logsetup import setup_logging
 
     setup_logging(args.log_level or cfg.log_level)
     from agent import redact

@@ -57,8 +57,8 @@ _NUMBERS = re.compile(r"\d{6,}|(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*\d)[0-9A-Fa-f]{6,}
 HELP = ("columns: " + ", ".join(COLUMNS) + ". captured_at is the scan's true time (UTC, ISO 8601: the "
         "corrected time when the agent corrected the clock, else the wall clock at capture), local_time the "
         "same in the config's time zone; sent_date/sent_time what iFlow received (or will); delivered_at "
-        "when iFlow answered (or the record was set aside); message iFlow's message or why it failed; time_note unsynced_sent or insane_sent when the time sent "
-        "was the stamp as captured, unconfirmed. "
+        "when iFlow answered (or the record was set aside); message iFlow's message or why it failed; "
+        "time_note unsynced_sent or insane_sent when the time sent was the stamp as captured, unconfirmed. "
         "A record is in the period when --from <= captured_at < --to; a naive time is in the config's "
         "time zone, a date alone its midnight, and a date as --to takes in that whole day.")
 

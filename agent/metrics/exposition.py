@@ -157,11 +157,11 @@ def render(st: Mapping[str, Any], now: float, version: str) -> str:
                 m.add(name, _count(counts.get(kind)), [(label, str(kind))])
     m.add("rfid_agent_delivery_backoff_seconds", max(0.0, float(st.get("backoff_seconds") or 0.0)))
     m.add("rfid_agent_iflow_token_refused", bool(st.get("auth_refused")))
-    for r in st.get("readers") or ():
-        m.add("rfid_agent_reader_up", bool(r.get("connected")), [("reader", str(r.get("name")))])
-    for r in st.get("readers") or ():
+    for r in st.get("readers") or ():  # _Text groups each family's samples
+        reader = [("reader", str(r.get("name")))]
+        m.add("rfid_agent_reader_up", bool(r.get("connected")), reader)
         if daemon and "dropped" in r:
-            m.add("rfid_agent_reader_dropped_input_total", _count(r.get("dropped")), [("reader", str(r.get("name")))])
+            m.add("rfid_agent_reader_dropped_input_total", _count(r.get("dropped")), reader)
     source = st.get("time_source")
     m.add("rfid_agent_clock_trusted", source is not None,
           [("source", source if source in SOURCES else "none" if source is None else "other")])
@@ -180,7 +180,6 @@ def _scans(m: _Text, st: Mapping[str, Any]) -> None:
         return
     for reader in sorted(by_reader):
         m.add("rfid_agent_scans_total", _count(by_reader[reader].get("stored")), [("reader", str(reader))])
-    for reader in sorted(by_reader):
         for label, key in NOT_RECORDED:
             m.add("rfid_agent_scans_not_recorded_total", _count(by_reader[reader].get(key)),
                   [("reader", str(reader)), ("reason", label)])

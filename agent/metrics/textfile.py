@@ -112,17 +112,10 @@ class TextfileWriter:
         self._last_fp: Any = object()
         self._said: str | None = None  # the last state logged: "on", "absent" or an error
         self._cleaned = False  # stale temp files removed (once per appearance of the directory)
-        self.writes = 0
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.directory)
 
     def tick(self, *, force: bool = False) -> bool:
         """Write if due (an interval passed, the fingerprint changed, or ``force``);
         True when a file was written."""
-        if not self.directory:
-            return False
         now = self._monotonic()
         fp = self._fingerprint()
         if not force and fp == self._last_fp and now - self._last_write < self.interval:
@@ -144,7 +137,6 @@ class TextfileWriter:
                       "README's Fleet section)", os.path.join(self.directory, FILE_NAME),
                       exc.strerror or exc)
             return False
-        self.writes += 1
         self._say("on", logging.INFO, "metrics: writing %s every %g s", path, self.interval)
         return True
 

@@ -128,9 +128,8 @@ def report_config_error(line: str, notifier: Notifier | None = None) -> bool:
     and with ``RestartPreventExitStatus=2`` nothing starts it again until a person
     does. The datagram is queued before the process exits, and systemd reads
     notifications before it handles the exit, so ``NotifyAccess=main`` accepts it."""
-    from agent.redact import (
-        redact,  # only on this error path; anyone may read `systemctl status`
-    )
+    # Imported only on this error path; anyone may read `systemctl status`.
+    from agent.redact import redact
 
     return (notifier or Notifier()).status(f"config error: {redact(line)}")
 

@@ -177,9 +177,8 @@ def check_file_modes(cfg: Config) -> None:
 def make_feedback(cfg: Config):
     """The door's feedback; ConfigError (exit 2) for settings no backend accepts
     (gpio with no pin): a traceback and exit 1 would have systemd restart it forever."""
-    from agent.feedback import (
-        make_feedback as build,  # gpiozero only for the gpio backend
-    )
+    # Imported here: gpiozero is loaded only for the gpio backend.
+    from agent.feedback import make_feedback as build
 
     try:
         return build(cfg.feedback)
